@@ -1,0 +1,1 @@
+//! The Bokeh wire protocol, with no I/O.

@@ -1,0 +1,1 @@
+//! State logs: recording user changes and turning them back into replay steps.
