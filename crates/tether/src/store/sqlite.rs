@@ -1,0 +1,329 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! Durability: `journal_mode=WAL` with `synchronous=FULL`. A transaction that has
+//! returned is in the WAL file, so a `kill -9` of tether never loses it (that holds
+//! with `NORMAL` too); `FULL` also fsyncs the WAL on every commit, so a power cut or
+//! kernel crash does not lose it either. The price is one fsync per commit, which the
+//! [`Writer`](super::Writer) amortises by committing one batch per window (at most
+//! ~20 commits a second at the default 50 ms), so we take the stronger guarantee.
+//!
+//! rusqlite is blocking: each call runs on Tokio's blocking pool holding the one
+//! connection's mutex, so SQLite work never stalls the async workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{ffi, params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::{check_user, ttl_millis, Clock, StateKey, Store, StoreError, SystemClock};
+
+/// How long one statement waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The whole schema. `user_version` numbers it for future migrations.
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS state (
+        user       TEXT    NOT NULL,
+        app        TEXT    NOT NULL,
+        snapshot   BLOB    NOT NULL,
+        expires_at INTEGER NOT NULL, -- unix milliseconds
+        PRIMARY KEY (user, app)
+    );
+    CREATE INDEX IF NOT EXISTS state_expires_at ON state (expires_at);
+    CREATE TABLE IF NOT EXISTS meta (
+        key        TEXT    NOT NULL PRIMARY KEY,
+        value      TEXT    NOT NULL,
+        expires_at INTEGER NOT NULL  -- unix milliseconds
+    );
+    CREATE INDEX IF NOT EXISTS meta_expires_at ON meta (expires_at);
+    PRAGMA user_version = 1;
+";
+
+/// A [`Store`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// The file, named in every error so the operator knows which one to look at.
+    path: Arc<PathBuf>,
+    /// The single connection; the mutex serialises the blocking tasks that use it.
+    conn: Arc<Mutex<Connection>>,
+    /// Where "now" comes from when stamping and checking expiry; tests inject one.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates, with parent directories) the state file at `path`, using the
+    /// system clock. Fails with a clear error if the file is not a healthy, writable
+    /// SQLite database.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_clock(path, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`SqliteStore::open`], with an injected clock for expiry.
+    pub async fn open_with_clock(
+        path: impl AsRef<Path>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let for_task = path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&for_task))
+            .await
+            .map_err(|source| StoreError::SqliteTask {
+                path: path.clone(),
+                source,
+            })??;
+        Ok(Self {
+            path: Arc::new(path),
+            conn: Arc::new(Mutex::new(conn)),
+            clock,
+        })
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let result = tokio::task::spawn_blocking(move || {
+            // A panic in an earlier task rolled its transaction back on unwind, so the
+            // connection itself is still sound.
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|source| StoreError::SqliteTask {
+            path: self.path.to_path_buf(),
+            source,
+        })?;
+        result.map_err(|e| runtime_error(&self.path, e))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn load(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StoreError> {
+        check_user(&key.user)?;
+        let (user, app, now) = (key.user.clone(), key.app.clone(), self.clock.now_millis());
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "SELECT snapshot FROM state WHERE user = ?1 AND app = ?2 AND expires_at > ?3",
+            )?
+            .query_row(params![user, app, now], |row| row.get(0))
+            .optional()
+        })
+        .await
+    }
+
+    async fn save_batch(
+        &self,
+        items: &[(StateKey, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        for (key, _) in items {
+            check_user(&key.user)?;
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let items = items.to_vec();
+        let expires_at = expiry(self.clock.now_millis(), ttl);
+        self.run(move |conn| {
+            // IMMEDIATE takes the write lock up front, so a second process sharing the
+            // file waits (busy_timeout) instead of failing mid-transaction.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO state (user, app, snapshot, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (user, app) DO UPDATE
+                     SET snapshot = excluded.snapshot, expires_at = excluded.expires_at",
+                )?;
+                for (key, snapshot) in &items {
+                    upsert.execute(params![key.user, key.app, snapshot, expires_at])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &StateKey) -> Result<(), StoreError> {
+        check_user(&key.user)?;
+        let (user, app) = (key.user.clone(), key.app.clone());
+        self.run(move |conn| {
+            conn.prepare_cached("DELETE FROM state WHERE user = ?1 AND app = ?2")?
+                .execute(params![user, app])
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn forget_user(&self, user: &str) -> Result<(), StoreError> {
+        check_user(user)?;
+        let user = user.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached("DELETE FROM state WHERE user = ?1")?
+                .execute(params![user])
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn put_meta(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        let expires_at = expiry(self.clock.now_millis(), ttl);
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE
+                 SET value = excluded.value, expires_at = excluded.expires_at",
+            )?
+            .execute(params![key, value, expires_at])
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let (key, now) = (key.to_owned(), self.clock.now_millis());
+        self.run(move |conn| {
+            conn.prepare_cached("SELECT value FROM meta WHERE key = ?1 AND expires_at > ?2")?
+                .query_row(params![key, now], |row| row.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now_millis();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let state = tx.execute("DELETE FROM state WHERE expires_at <= ?1", [now])?;
+            let meta = tx.execute("DELETE FROM meta WHERE expires_at <= ?1", [now])?;
+            tx.commit()?;
+            Ok((state + meta) as u64)
+        })
+        .await
+    }
+}
+
+/// `now + ttl` in unix milliseconds, saturating.
+fn expiry(now_millis: i64, ttl: Duration) -> i64 {
+    now_millis.saturating_add(i64::try_from(ttl_millis(ttl)).unwrap_or(i64::MAX))
+}
+
+/// Creates directories, opens, checks and prepares the file. Blocking.
+fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let fail = |e| open_error(path, e);
+    let conn = Connection::open(path).map_err(fail)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+    // The first statement that reads the header: garbage fails here with NOTADB.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(fail)?;
+    if conn
+        .is_readonly(rusqlite::DatabaseName::Main)
+        .map_err(fail)?
+    {
+        return Err(StoreError::SqliteReadOnly {
+            path: path.to_path_buf(),
+        });
+    }
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), %mode, "the state file could not switch to WAL mode; writes will block reads");
+    }
+    quick_check(&conn).map_err(fail)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(fail)?;
+    conn.execute_batch(SCHEMA).map_err(fail)?;
+    Ok(conn)
+}
+
+/// Runs `PRAGMA quick_check` (linear in the file size, once at startup) and turns a
+/// damaged-file report into a `SQLITE_CORRUPT` error carrying SQLite's own words.
+fn quick_check(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA quick_check")?;
+    let report = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if report.len() == 1 && report[0] == "ok" {
+        return Ok(());
+    }
+    Err(rusqlite::Error::SqliteFailure(
+        ffi::Error::new(ffi::SQLITE_CORRUPT),
+        Some(format!("quick_check: {}", report.join("; "))),
+    ))
+}
+
+/// Classifies an error met while opening.
+fn open_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            StoreError::SqliteCorrupt { path, source }
+        }
+        Some(ErrorCode::ReadOnly) => StoreError::SqliteReadOnly { path },
+        _ => StoreError::SqliteOpen { path, source },
+    }
+}
+
+/// Classifies an error met while using an open file.
+fn runtime_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            StoreError::SqliteCorrupt { path, source }
+        }
+        Some(ErrorCode::ReadOnly) => StoreError::SqliteReadOnly { path },
+        _ => StoreError::Sqlite { path, source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_in_wal_mode_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("a/b/state.db"))
+            .await
+            .unwrap();
+        let (mode, sync) = store
+            .run(|conn| {
+                let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+                Ok((mode, sync))
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    #[test]
+    fn expiry_saturates() {
+        assert_eq!(expiry(1000, Duration::from_millis(5)), 1005);
+        assert_eq!(expiry(i64::MAX - 1, Duration::from_secs(10)), i64::MAX);
+    }
+}
