@@ -1,0 +1,698 @@
+//! One behavioural suite for every `Store` backend: SQLite on a temporary file, Redis on
+//! a `redis-server` this test starts on a free loopback port (never skipped).
+//!
+//! Each case in `cases` is an async fn over a [`Backend`]; `conformance!` turns every
+//! case into one `#[tokio::test]` per backend. Backend-specific tests follow.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tether::store::{self, ManualClock, SqliteStore, StateKey, Store, StoreError, Writer};
+
+/// A store under test, a way to move its notion of time, and what keeps it alive.
+struct Backend {
+    /// The store, through the trait only.
+    store: Arc<dyn Store>,
+    /// SQLite's injected clock; `None` means real time (Redis expires keys itself).
+    clock: Option<ManualClock>,
+    /// The temporary directory or the `redis-server` process, cleaned up on drop.
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl Backend {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        let store =
+            SqliteStore::open_with_clock(dir.path().join("state.db"), Arc::new(clock.clone()))
+                .await
+                .unwrap();
+        Backend {
+            store: Arc::new(store),
+            clock: Some(clock),
+            _guard: Box::new(dir),
+        }
+    }
+
+    async fn redis() -> Self {
+        let server = RedisServer::start();
+        let store = store::open(&server.url()).await.unwrap();
+        Backend {
+            store,
+            clock: None,
+            _guard: Box::new(server),
+        }
+    }
+
+    /// Lets `by` pass for expiry purposes: instantly for SQLite, really for Redis.
+    async fn advance(&self, by: Duration) {
+        match &self.clock {
+            Some(clock) => clock.advance(by),
+            None => tokio::time::sleep(by).await,
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+}
+
+/// A 32-hex-character user id, as the identity module makes them.
+fn user(n: usize) -> String {
+    format!("{n:032x}")
+}
+
+fn key(u: usize, app: &str) -> StateKey {
+    StateKey::new(user(u), app)
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The behaviours every backend must share.
+mod cases {
+    use super::*;
+
+    pub async fn round_trip(b: &Backend) {
+        let s = b.store();
+        s.save_batch(&[(key(1, "app"), b"state".to_vec())], HOUR)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.load(&key(1, "app")).await.unwrap(),
+            Some(b"state".to_vec())
+        );
+        s.save_batch(&[(key(1, "empty"), Vec::new())], HOUR)
+            .await
+            .unwrap();
+        assert_eq!(s.load(&key(1, "empty")).await.unwrap(), Some(Vec::new()));
+    }
+
+    pub async fn overwrite(b: &Backend) {
+        let s = b.store();
+        for v in ["one", "two", "three"] {
+            s.save_batch(&[(key(1, "app"), v.into())], HOUR)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            s.load(&key(1, "app")).await.unwrap(),
+            Some(b"three".to_vec())
+        );
+    }
+
+    pub async fn missing_key_is_none(b: &Backend) {
+        assert_eq!(b.store().load(&key(9, "nothing")).await.unwrap(), None);
+        assert_eq!(b.store().get_meta("nothing").await.unwrap(), None);
+    }
+
+    pub async fn batch_of_several_keys(b: &Backend) {
+        let s = b.store();
+        s.save_batch(&[], HOUR).await.unwrap();
+        let items: Vec<_> = (0..10)
+            .map(|i| (key(i, "app"), format!("v{i}").into_bytes()))
+            .collect();
+        let mut with_repeat = items.clone();
+        with_repeat.push((key(3, "app"), b"later".to_vec()));
+        s.save_batch(&with_repeat, HOUR).await.unwrap();
+        for i in 0..10 {
+            let want = if i == 3 {
+                b"later".to_vec()
+            } else {
+                format!("v{i}").into_bytes()
+            };
+            assert_eq!(s.load(&key(i, "app")).await.unwrap(), Some(want), "key {i}");
+        }
+    }
+
+    pub async fn users_and_apps_are_isolated(b: &Backend) {
+        let s = b.store();
+        let keys = [
+            key(1, "a"),
+            key(1, "b"),
+            key(2, "a"),
+            key(1, "a:b"),
+            key(1, "a/b"),
+        ];
+        let items: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), vec![i as u8]))
+            .collect();
+        s.save_batch(&items, HOUR).await.unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(s.load(k).await.unwrap(), Some(vec![i as u8]), "{k:?}");
+        }
+        assert_eq!(s.load(&key(2, "b")).await.unwrap(), None);
+    }
+
+    pub async fn concurrent_writers_last_write_wins(b: &Backend) {
+        const USERS: usize = 50;
+        const WRITES: usize = 20;
+        let mut tasks = tokio::task::JoinSet::new();
+        for u in 0..USERS {
+            let store = Arc::clone(&b.store);
+            tasks.spawn(async move {
+                for w in 0..WRITES {
+                    let item = (key(u, "app"), format!("{u}/{w}").into_bytes());
+                    store.save_batch(&[item], HOUR).await.unwrap();
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        for u in 0..USERS {
+            let want = format!("{u}/{}", WRITES - 1).into_bytes();
+            assert_eq!(b.store().load(&key(u, "app")).await.unwrap(), Some(want));
+        }
+    }
+
+    pub async fn entries_expire(b: &Backend) {
+        let s = b.store();
+        let ttl = Duration::from_secs(1);
+        s.save_batch(
+            &[
+                (key(1, "short"), b"s".to_vec()),
+                (key(1, "refreshed"), b"r".to_vec()),
+            ],
+            ttl,
+        )
+        .await
+        .unwrap();
+        s.save_batch(
+            &[
+                (key(1, "long"), b"l".to_vec()),
+                (key(1, "refreshed"), b"r2".to_vec()),
+            ],
+            HOUR,
+        )
+        .await
+        .unwrap();
+        s.put_meta("short", "m", ttl).await.unwrap();
+        assert_eq!(s.load(&key(1, "short")).await.unwrap(), Some(b"s".to_vec()));
+        assert_eq!(s.get_meta("short").await.unwrap().as_deref(), Some("m"));
+
+        b.advance(Duration::from_millis(1300)).await;
+        assert_eq!(s.load(&key(1, "short")).await.unwrap(), None);
+        assert_eq!(s.get_meta("short").await.unwrap(), None);
+        assert_eq!(
+            s.load(&key(1, "refreshed")).await.unwrap(),
+            Some(b"r2".to_vec())
+        );
+        s.purge_expired().await.unwrap();
+        assert_eq!(s.load(&key(1, "long")).await.unwrap(), Some(b"l".to_vec()));
+        assert_eq!(s.load(&key(1, "short")).await.unwrap(), None);
+    }
+
+    pub async fn delete(b: &Backend) {
+        let s = b.store();
+        let items = [(key(1, "a"), b"a".to_vec()), (key(1, "b"), b"b".to_vec())];
+        s.save_batch(&items, HOUR).await.unwrap();
+        s.delete(&key(1, "a")).await.unwrap();
+        assert_eq!(s.load(&key(1, "a")).await.unwrap(), None);
+        assert_eq!(s.load(&key(1, "b")).await.unwrap(), Some(b"b".to_vec()));
+        s.delete(&key(1, "a")).await.unwrap();
+        s.delete(&key(7, "never")).await.unwrap();
+        s.save_batch(&[(key(1, "a"), b"again".to_vec())], HOUR)
+            .await
+            .unwrap();
+        assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(b"again".to_vec()));
+    }
+
+    pub async fn forget_user_removes_only_that_user(b: &Backend) {
+        let s = b.store();
+        let mut items: Vec<_> = ["x", "y", "z"]
+            .iter()
+            .map(|app| (key(1, app), b"1".to_vec()))
+            .collect();
+        items.push((key(2, "x"), b"2".to_vec()));
+        s.save_batch(&items, HOUR).await.unwrap();
+        s.forget_user(&user(1)).await.unwrap();
+        for app in ["x", "y", "z"] {
+            assert_eq!(s.load(&key(1, app)).await.unwrap(), None, "{app}");
+        }
+        assert_eq!(s.load(&key(2, "x")).await.unwrap(), Some(b"2".to_vec()));
+        s.forget_user(&user(3)).await.unwrap();
+
+        // Forgetting is not a tombstone: new state is kept, and can be forgotten again.
+        s.save_batch(&[(key(1, "w"), b"new".to_vec())], HOUR)
+            .await
+            .unwrap();
+        assert_eq!(s.load(&key(1, "w")).await.unwrap(), Some(b"new".to_vec()));
+        s.forget_user(&user(1)).await.unwrap();
+        assert_eq!(s.load(&key(1, "w")).await.unwrap(), None);
+    }
+
+    pub async fn large_values(b: &Backend) {
+        let big: Vec<u8> = (0..1024 * 1024)
+            .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
+        b.store()
+            .save_batch(&[(key(1, "big"), big.clone())], HOUR)
+            .await
+            .unwrap();
+        assert_eq!(b.store().load(&key(1, "big")).await.unwrap(), Some(big));
+    }
+
+    pub async fn meta_round_trip(b: &Backend) {
+        let s = b.store();
+        s.put_meta("session:abc", "gateway-1 worker-2", HOUR)
+            .await
+            .unwrap();
+        s.put_meta("session:abc", "gateway-2 worker-0", HOUR)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_meta("session:abc").await.unwrap().as_deref(),
+            Some("gateway-2 worker-0")
+        );
+    }
+
+    pub async fn user_ids_that_break_isolation_are_rejected(b: &Backend) {
+        let bad = StateKey::new("a:b", "app");
+        let err = b
+            .store()
+            .save_batch(&[(bad.clone(), vec![])], HOUR)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidUser { .. }), "{err:?}");
+        assert!(b.store().load(&bad).await.is_err());
+        assert!(b.store().forget_user("").await.is_err());
+    }
+
+    pub async fn writer_makes_snapshots_durable(b: &Backend) {
+        let writer = Writer::spawn(Arc::clone(&b.store), Duration::from_millis(50), HOUR);
+        for v in 0..5u8 {
+            writer.submit(key(1, "app"), vec![v]);
+        }
+        writer.submit(key(2, "app"), b"other".to_vec());
+        let start = Instant::now();
+        while b.store().load(&key(2, "app")).await.unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the writer never wrote"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(b.store().load(&key(1, "app")).await.unwrap(), Some(vec![4]));
+        let stats = writer.stats();
+        assert_eq!((stats.snapshots_written, stats.write_errors), (2, 0));
+        writer.submit(key(1, "app"), vec![9]);
+        writer.close().await.unwrap();
+        assert_eq!(b.store().load(&key(1, "app")).await.unwrap(), Some(vec![9]));
+    }
+}
+
+/// Expands the case list into `sqlite::case` and `redis::case` tests.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $case() {
+                super::cases::$case(&super::Backend::sqlite().await).await;
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $case() {
+                super::cases::$case(&super::Backend::redis().await).await;
+            })*
+        }
+    };
+}
+
+conformance!(
+    round_trip,
+    overwrite,
+    missing_key_is_none,
+    batch_of_several_keys,
+    users_and_apps_are_isolated,
+    concurrent_writers_last_write_wins,
+    entries_expire,
+    delete,
+    forget_user_removes_only_that_user,
+    large_values,
+    meta_round_trip,
+    user_ids_that_break_isolation_are_rejected,
+    writer_makes_snapshots_durable,
+);
+
+// ---- SQLite only -------------------------------------------------------------------
+
+fn open_error(result: Result<Arc<dyn Store>, StoreError>) -> StoreError {
+    match result {
+        Ok(_) => panic!("expected the store to refuse to open"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn sqlite_state_survives_reopen_and_url_creates_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dirs/state.db");
+    let url = format!("sqlite:{}", path.display());
+    let s = store::open(&url).await.unwrap();
+    s.save_batch(&[(key(1, "app"), b"kept".to_vec())], HOUR)
+        .await
+        .unwrap();
+    drop(s);
+    let s = store::open(&url).await.unwrap();
+    assert_eq!(
+        s.load(&key(1, "app")).await.unwrap(),
+        Some(b"kept".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn sqlite_garbage_file_is_reported_as_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(&path, "this is a note, not a database\n".repeat(200)).unwrap();
+    let err = open_error(store::open(&format!("sqlite:{}", path.display())).await);
+    assert!(matches!(err, StoreError::SqliteCorrupt { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("move it aside"),
+        "{msg}"
+    );
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the cause is kept"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_truncated_file_is_reported_as_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = SqliteStore::open(&path).await.unwrap();
+        let items: Vec<_> = (0..50)
+            .map(|i| (key(i, "app"), vec![i as u8; 20_000]))
+            .collect();
+        s.save_batch(&items, HOUR).await.unwrap();
+    } // closing checkpoints the WAL into the main file
+    let len = std::fs::metadata(&path).unwrap().len();
+    for keep in [len / 2, 50] {
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(keep).unwrap();
+        drop(file);
+        let err = SqliteStore::open(&path).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::SqliteCorrupt { .. }),
+            "kept {keep} bytes: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_unusable_locations_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // A regular file where a parent directory should be.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let err = open_error(store::open(&format!("sqlite:{}/state.db", file.display())).await);
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+
+    // A directory where the state file should be.
+    let err = open_error(store::open(&format!("sqlite:{}", dir.path().display())).await);
+    assert!(matches!(err, StoreError::SqliteOpen { .. }), "{err:?}");
+
+    // Permissions: root ignores them, so only assert an error where they apply.
+    use std::os::unix::fs::PermissionsExt;
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::write(locked.join("existing.db"), b"").unwrap();
+    std::fs::set_permissions(
+        locked.join("existing.db"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let enforced = std::fs::write(locked.join("probe"), b"").is_err();
+    for name in ["new.db", "existing.db"] {
+        let result = SqliteStore::open(locked.join(name)).await;
+        if enforced {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::SqliteOpen { .. } | StoreError::SqliteReadOnly { .. }
+                ),
+                "{name}: {err:?}"
+            );
+        }
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_purge_removes_only_expired_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let s = SqliteStore::open_with_clock(dir.path().join("s.db"), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    s.save_batch(&[(key(1, "short"), vec![1])], Duration::from_secs(1))
+        .await
+        .unwrap();
+    s.save_batch(&[(key(1, "long"), vec![2])], HOUR)
+        .await
+        .unwrap();
+    s.put_meta("m", "v", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(s.purge_expired().await.unwrap(), 0);
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(s.purge_expired().await.unwrap(), 2);
+    assert_eq!(s.load(&key(1, "long")).await.unwrap(), Some(vec![2]));
+}
+
+/// Set by `sqlite_kill_9_loses_no_committed_write` for its child process.
+const KILL9_DB: &str = "TETHER_TEST_KILL9_DB";
+
+#[tokio::test]
+async fn sqlite_kill_9_loses_no_committed_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sqlite_kill_9_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILL9_DB, &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut acknowledged = None;
+    for line in std::io::BufRead::lines(stdout) {
+        if let Some(n) = line.unwrap().strip_prefix("committed ") {
+            acknowledged = Some(n.parse::<u64>().unwrap());
+            if acknowledged >= Some(100) {
+                break;
+            }
+        }
+    }
+    let acknowledged = acknowledged.expect("the child wrote nothing");
+    child.0.kill().unwrap(); // SIGKILL, mid-stream
+    child.0.wait().unwrap();
+
+    let s = SqliteStore::open(&path).await.unwrap(); // includes quick_check
+    let bytes = s.load(&key(1, "app")).await.unwrap().unwrap();
+    let stored = u64::from_le_bytes(bytes.try_into().unwrap());
+    assert!(
+        stored >= acknowledged,
+        "acknowledged {acknowledged}, found {stored}"
+    );
+}
+
+/// The child half of `sqlite_kill_9_loses_no_committed_write`: commits forever, saying
+/// so after each commit. Without its environment variable it does nothing.
+#[tokio::test]
+async fn sqlite_kill_9_child() {
+    let Some(path) = std::env::var_os(KILL9_DB) else {
+        return;
+    };
+    let s = SqliteStore::open(path).await.unwrap();
+    for n in 0u64.. {
+        let item = (key(1, "app"), n.to_le_bytes().to_vec());
+        s.save_batch(&[item], HOUR).await.unwrap();
+        println!("committed {n}");
+    }
+}
+
+/// Kills a child process if the test fails before it does.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---- Redis only --------------------------------------------------------------------
+
+#[tokio::test]
+async fn redis_unreachable_server_is_a_clear_error() {
+    let port = free_port();
+    let err = open_error(store::open(&format!("redis://127.0.0.1:{port}")).await);
+    assert!(matches!(err, StoreError::RedisConnect { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn redis_writer_resumes_after_the_server_restarts() {
+    let mut server = RedisServer::start();
+    let s = store::open(&server.url()).await.unwrap();
+    let writer = Writer::spawn(Arc::clone(&s), Duration::from_millis(50), HOUR);
+    writer.submit(key(1, "app"), b"before".to_vec());
+    writer.flush().await.unwrap();
+
+    server.stop();
+    writer.submit(key(1, "app"), b"during".to_vec());
+    assert!(writer.flush().await.is_err(), "Redis is down");
+    let asked = Instant::now();
+    assert!(s.load(&key(1, "app")).await.is_err());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "a read hung for {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(writer.stats().pending, 1);
+
+    server.restart();
+    let start = Instant::now();
+    while writer.stats().pending > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            writer.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The fresh server kept nothing (no persistence), so only the retried write is there.
+    assert_eq!(
+        s.load(&key(1, "app")).await.unwrap(),
+        Some(b"during".to_vec())
+    );
+    assert!(writer.stats().write_errors >= 1);
+}
+
+/// A free loopback port (the listener is closed again before it is used).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private `redis-server` on a free loopback port, killed on drop.
+struct RedisServer {
+    /// The running server, if any.
+    child: Option<Child>,
+    /// Its port, kept across `restart`.
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                child: None,
+                port: free_port(),
+            };
+            if server.spawn_and_wait() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        assert!(
+            self.spawn_and_wait(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    /// Spawns the server and waits for `PING`; false if it exited (port taken).
+    fn spawn_and_wait(&mut self) -> bool {
+        let port = self.port.to_string();
+        let spawned = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("redis-server is not on PATH; run `make test`, which installs redis-server")
+            }
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        let child = self.child.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                self.child = None;
+                return false;
+            }
+            if ping(self.port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {port} did not answer PING within 10 s");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// True if a Redis server answers `PING` on the port.
+fn ping(port: u16) -> bool {
+    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    conn.write_all(b"PING\r\n").is_ok()
+        && conn.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
