@@ -1,1 +1,0 @@
-//! State logs: recording user changes and turning them back into replay steps.
