@@ -1,1 +1,150 @@
-fn main() {}
+//! The `tether` command: parse the CLI, set up logging, and call the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Panel and Bokeh sessions that outlive closed tabs and restarts."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Panel or Bokeh apps through the gateway, like `panel serve`.
+    Serve(Serve),
+}
+
+#[derive(Args)]
+struct Serve {
+    /// App scripts (.py); each is served at /<file stem>.
+    #[arg(required = true)]
+    apps: Vec<PathBuf>,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 5006)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+    /// Python interpreter with Panel installed [default: $TETHER_PYTHON, then python3].
+    #[arg(long, env = "TETHER_PYTHON", default_value = "python3")]
+    python: PathBuf,
+    /// Where state lives: sqlite:PATH or redis://HOST:PORT[/DB].
+    #[arg(long, default_value = "sqlite:.tether/state.db")]
+    state: String,
+    /// Key file that signs cookies and session ids; share it between gateways.
+    #[arg(long, default_value = ".tether/secret")]
+    secret_file: PathBuf,
+    /// How long an unconnected live session is kept for reattach (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    live_ttl: Duration,
+    /// How long a user's saved state is kept after their last change.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+    state_ttl: Duration,
+    /// Number of panel serve workers.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
+    /// Lifetime of the Bokeh tokens tether mints for workers.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, hide = true)]
+    token_lifetime: Duration,
+    /// Longest a restore may take before the page is shown as it is.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    replay_timeout: Duration,
+    /// More things never to record, e.g. "field:TextInput.value,model:MyWidget,event:tap".
+    #[arg(long)]
+    exclude: Option<String>,
+    /// Arguments after `--` go to `panel serve` verbatim.
+    #[arg(last = true)]
+    panel_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+                .unwrap_or_else(|_| "tether=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(match cli.command {
+        Command::Serve(s) => s,
+    })) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One sentence first; causes after it for whoever needs them.
+            eprintln!("tether: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(s: Serve) -> anyhow::Result<()> {
+    let addr: SocketAddr = format!("{}:{}", s.address, s.port)
+        .parse()
+        .or_else(|_| format!("[{}]:{}", s.address, s.port).parse())
+        .with_context(|| {
+            format!(
+                "{} is not an IP address; pass --address 127.0.0.1 or 0.0.0.0",
+                s.address
+            )
+        })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}; pick another --port or stop what uses it")
+    })?;
+    let bound = listener.local_addr()?;
+    let mut config = tether::config::Config::new(s.apps);
+    config.python = s.python;
+    config.state_url = s.state;
+    config.secret_file = s.secret_file;
+    config.live_ttl = s.live_ttl;
+    config.state_ttl = s.state_ttl;
+    config.workers = s.workers.into();
+    config.panel_args = s.panel_args;
+    config.token_lifetime = s.token_lifetime;
+    config.replay_timeout = s.replay_timeout;
+    config.exclude = s.exclude;
+    let names: Vec<String> = config
+        .apps
+        .iter()
+        .filter_map(|a| a.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let announce = async move {
+        // Printed once the workers are up, so scripts can wait for it.
+        for name in &names {
+            println!("tether: serving http://{bound}/{name}");
+        }
+    };
+    tether::server::run_announced(listener, config, announce, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,272 @@
+//! The websocket bridge: checks that a browser's websocket belongs to its user, connects the
+//! worker with a freshly minted token, restores the session if needed, then relays frames.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::identity;
+use crate::proxy;
+use crate::server::Gateway;
+use crate::tap::{Out, Tap};
+use crate::token;
+
+/// Largest websocket message accepted from either side.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+fn refuse(status: StatusCode, why: &'static str) -> Response<Body> {
+    tracing::info!(%status, why, "websocket refused");
+    proxy::plain(status, why)
+}
+
+/// True when the browser's `Origin` names the host it connected to. Browsers always send
+/// `Origin` on websockets; a missing one is a non-browser client, which cross-site attacks
+/// cannot use.
+fn same_origin(headers: &http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
+/// The token from `Sec-WebSocket-Protocol: bokeh, <token>`.
+fn bokeh_token(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+    let mut parts = value.split(',').map(str::trim);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("bokeh"), Some(token), None) if !token.is_empty() => Some(token.to_owned()),
+        _ => None,
+    }
+}
+
+/// Handles `GET /<app>/ws` with an upgrade.
+pub async fn accept(
+    gw: Arc<Gateway>,
+    app: String,
+    mut req: Request<Body>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let Some(user) = identity::from_headers(req.headers(), &gw.keys.cookie) else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "This connection has no tether identity; open the app's page first.",
+        );
+    };
+    if !same_origin(req.headers()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Cross-site websocket refused; open the app from its own address.",
+        );
+    }
+    let Some(raw_token) = bokeh_token(req.headers()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "The websocket lacks a Bokeh session token; open the app's page first.",
+        );
+    };
+    let Ok(tok) = token::parse_token(&gw.keys, &raw_token) else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "The session token is not valid here; reload the app's page.",
+        );
+    };
+    if !token::session_belongs_to(&gw.keys, &tok.session_id, user.as_str(), &app) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "This session belongs to another user or app; open the app's page to get your own.",
+        );
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "The websocket handshake is incomplete; use a browser.",
+        );
+    };
+    let has_state = gw.states.has_state(&user, &app).await;
+    let attach = gw.registry.connect(
+        &tok.session_id,
+        &user,
+        &app,
+        Instant::now(),
+        &|w| gw.generation(w),
+        gw.least_loaded(),
+        has_state,
+    );
+    let session_id = tok.session_id.clone();
+    let release = |gw: &Gateway| gw.registry.disconnect(&session_id, Instant::now());
+    let port = gw.endpoint(attach.worker).port;
+    if port == 0 {
+        release(&gw);
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The app is restarting; reload the page in a few seconds.",
+        );
+    }
+    // Trap 1: the page may carry a token minted long ago. We checked it; the worker gets a fresh one.
+    let expiry = now_epoch() + gw.config.token_lifetime.as_secs() as i64;
+    let fresh = tok.refreshed(&gw.keys, expiry);
+    let upstream = match connect_worker(port, &app, &fresh, req.headers(), peer).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            release(&gw);
+            tracing::warn!(error = %e, port, "worker websocket failed");
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                "The app's worker did not accept the connection; reload the page.",
+            );
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let log = gw.states.log(&user, &app).await;
+    let tap = Tap::new(gw.clone(), user.clone(), app.clone(), log, attach.restore);
+    let gw2 = gw.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let browser = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config()),
+                )
+                .await;
+                gw2.metrics.tab_opened();
+                run(browser, upstream, tap).await;
+                gw2.metrics.tab_closed();
+            }
+            Err(e) => tracing::debug!(error = %e, "browser upgrade failed"),
+        }
+        gw2.registry.disconnect(&session_id, Instant::now());
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .header(header::SEC_WEBSOCKET_PROTOCOL, "bokeh")
+        .body(Body::empty())
+        .expect("static response")
+}
+
+fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+type Upstream = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect_worker(
+    port: u16,
+    app: &str,
+    token: &str,
+    browser_headers: &http::HeaderMap,
+    peer: SocketAddr,
+) -> Result<Upstream, WsError> {
+    let mut req = format!("ws://127.0.0.1:{port}/{app}/ws").into_client_request()?;
+    let h = req.headers_mut();
+    let proto = HeaderValue::from_str(&format!("bokeh, {token}"))
+        .map_err(|e| WsError::HttpFormat(e.into()))?;
+    h.insert(header::SEC_WEBSOCKET_PROTOCOL, proto);
+    h.insert(
+        header::ORIGIN,
+        HeaderValue::from_str(&format!("http://127.0.0.1:{port}")).expect("ascii"),
+    );
+    let mut forwarded = browser_headers.clone();
+    proxy::upstream_headers(&mut forwarded, peer);
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "user-agent",
+        "cookie",
+    ] {
+        if let Some(v) = forwarded.get(name) {
+            h.insert(name, v.clone());
+        }
+    }
+    let (ws, _) =
+        tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true).await?;
+    Ok(ws)
+}
+
+/// Restores if needed, then relays until either side closes.
+///
+/// Generic over the two sockets so that it can be driven by channels in tests.
+pub async fn run<B, U>(mut browser: B, mut upstream: U, mut tap: Tap)
+where
+    B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    if tap.needs_restore() {
+        if let Err(e) = tap.restore(&mut upstream, &mut browser).await {
+            tracing::debug!(error = %e, "browser went away during restore");
+        }
+    }
+    loop {
+        tokio::select! {
+            msg = browser.next() => match msg {
+                Some(Ok(m)) => {
+                    if let Err(why) = tap.from_browser(&m) {
+                        tracing::info!(%why, "closing a connection that sent a bad message");
+                        let _ = browser.send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::Protocol,
+                            reason: "malformed Bokeh message".into(),
+                        }))).await;
+                        break;
+                    }
+                    if is_control(&m) { continue; }
+                    if upstream.send(m).await.is_err() { break; }
+                }
+                _ => break,
+            },
+            msg = upstream.next() => match msg {
+                Some(Ok(m)) => {
+                    if is_control(&m) { continue; }
+                    if let Out::Send(frames) = tap.from_worker(m) {
+                        let mut failed = false;
+                        for f in frames {
+                            if browser.feed(f).await.is_err() { failed = true; break; }
+                        }
+                        if failed || browser.flush().await.is_err() { break; }
+                    }
+                }
+                _ => break,
+            },
+        }
+    }
+    let _ = browser.close().await;
+    let _ = upstream.close().await;
+}
+
+/// Pings and pongs are answered by each side's own socket; closes end the loop after relaying.
+fn is_control(m: &Message) -> bool {
+    matches!(m, Message::Ping(_) | Message::Pong(_) | Message::Frame(_))
+}

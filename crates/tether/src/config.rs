@@ -1,0 +1,56 @@
+//! The gateway's settings, as the library sees them (the CLI maps onto this).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `server::run` needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// App scripts; each is served at `/<file stem>`.
+    pub apps: Vec<PathBuf>,
+    /// Interpreter with Panel installed.
+    pub python: PathBuf,
+    /// Where state lives: `sqlite:PATH` or `redis://HOST:PORT[/DB]`.
+    pub state_url: String,
+    /// Key file shared by gateways that should recognise the same users.
+    pub secret_file: PathBuf,
+    /// How long an unconnected live session is kept for reattach.
+    pub live_ttl: Duration,
+    /// How long a user's saved state is kept after its last change.
+    pub state_ttl: Duration,
+    /// Number of `panel serve` workers.
+    pub workers: usize,
+    /// Arguments passed verbatim to `panel serve`.
+    pub panel_args: Vec<String>,
+    /// Lifetime of the tokens the gateway mints for workers.
+    pub token_lifetime: Duration,
+    /// How long a worker may take to start.
+    pub worker_start_timeout: Duration,
+    /// Longest a restore may take before the session is handed over as it is.
+    pub replay_timeout: Duration,
+    /// How long open connections may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Extra recording exclusions, in `record::Policy` text form.
+    pub exclude: Option<String>,
+}
+
+impl Config {
+    /// Settings with the documented defaults for the given apps.
+    pub fn new(apps: Vec<PathBuf>) -> Config {
+        Config {
+            apps,
+            python: PathBuf::from("python3"),
+            state_url: "sqlite:.tether/state.db".into(),
+            secret_file: PathBuf::from(".tether/secret"),
+            live_ttl: Duration::from_secs(3600),
+            state_ttl: Duration::from_secs(30 * 24 * 3600),
+            workers: 1,
+            panel_args: Vec::new(),
+            token_lifetime: Duration::from_secs(300),
+            worker_start_timeout: Duration::from_secs(60),
+            replay_timeout: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(5),
+            exclude: None,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The `tether_id` identity cookie: reading, minting, and keeping it away from workers.
+
+use std::fmt;
+
+use cookie::{Cookie, CookieJar, SameSite};
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
+use rand::RngCore;
+
+/// Name of the identity cookie.
+pub const COOKIE_NAME: &str = "tether_id";
+
+/// A user's identity: 128 random bits in hex. It is a bearer credential, so `Debug` shows a prefix only.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn random() -> UserId {
+        let mut raw = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        UserId(hex::encode(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Accepts only the shape `random` makes, so a signed but odd value is never trusted.
+    fn parse(s: &str) -> Option<UserId> {
+        (s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| UserId(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({}…)", &self.0[..6])
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Logs get a prefix only: enough to correlate, not enough to impersonate.
+        write!(f, "{}…", &self.0[..6])
+    }
+}
+
+/// The identity carried by a request's cookies, if its signature is good.
+pub fn from_headers(headers: &HeaderMap, key: &cookie::Key) -> Option<UserId> {
+    let mut jar = CookieJar::new();
+    for value in headers.get_all(COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for c in Cookie::split_parse(text).flatten() {
+            if c.name() == COOKIE_NAME {
+                jar.add_original(c.into_owned());
+            }
+        }
+    }
+    let verified = jar.signed(key).get(COOKIE_NAME)?;
+    UserId::parse(verified.value())
+}
+
+/// The `Set-Cookie` value for a new identity.
+pub fn set_cookie_header(user: &UserId, key: &cookie::Key, secure: bool) -> HeaderValue {
+    let mut jar = CookieJar::new();
+    let cookie = Cookie::build((COOKIE_NAME, user.as_str().to_owned()))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .path("/")
+        .max_age(cookie::time::Duration::days(365))
+        .build();
+    jar.signed_mut(key).add(cookie);
+    let signed = jar.get(COOKIE_NAME).expect("just added").to_string();
+    HeaderValue::from_str(&signed).expect("cookie text is a valid header")
+}
+
+/// Removes the identity cookie from forwarded headers, keeping every other cookie.
+///
+/// Workers copy request cookies into the session token, which sits in the page's JavaScript,
+/// so the identity must never reach them (DESIGN.md, trap 3).
+pub fn strip_from(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .filter(|c| c.split('=').next().map(str::trim) != Some(COOKIE_NAME))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn key() -> cookie::Key {
+        Secret::from_bytes(&[1u8; 32]).keys().cookie
+    }
+
+    fn request_with(set_cookie: &HeaderValue) -> HeaderMap {
+        let pair = set_cookie.to_str().unwrap().split(';').next().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("a=1; {pair}; b=2")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn round_trip_and_attributes() {
+        let user = UserId::random();
+        let v = set_cookie_header(&user, &key(), true);
+        let text = v.to_str().unwrap();
+        for attr in [
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/",
+            "Max-Age=31536000",
+        ] {
+            assert!(text.contains(attr), "{text} lacks {attr}");
+        }
+        assert_eq!(from_headers(&request_with(&v), &key()), Some(user));
+        assert!(!set_cookie_header(&UserId::random(), &key(), false)
+            .to_str()
+            .unwrap()
+            .contains("Secure"));
+    }
+
+    #[test]
+    fn tampered_or_foreign_cookie_is_no_identity() {
+        let user = UserId::random();
+        let v = set_cookie_header(&user, &key(), false);
+        let other_key = Secret::from_bytes(&[2u8; 32]).keys().cookie;
+        assert_eq!(from_headers(&request_with(&v), &other_key), None);
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_static("tether_id=deadbeef"));
+        assert_eq!(from_headers(&h, &key()), None);
+    }
+
+    #[test]
+    fn strip_keeps_other_cookies() {
+        let v = set_cookie_header(&UserId::random(), &key(), false);
+        let mut h = request_with(&v);
+        strip_from(&mut h);
+        assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, HeaderValue::from_static("tether_id=x"));
+        strip_from(&mut only);
+        assert!(only.get(COOKIE).is_none());
+    }
+}

@@ -1,0 +1,184 @@
+//! HTTP reverse proxying to a worker: header hygiene and streaming forwarding.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use crate::identity;
+
+/// The pooled HTTP/1 client used to reach workers.
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+pub fn client() -> UpstreamClient {
+    Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// True when the browser reached us over TLS, directly or through a proxy that says so.
+pub fn is_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').next().map(str::trim) == Some("https"))
+}
+
+/// Prepares a browser request's headers for a worker.
+///
+/// Strips hop-by-hop headers, the identity cookie and any client-chosen Bokeh session id, and
+/// appends the `X-Forwarded-*` set.
+pub fn upstream_headers(headers: &mut HeaderMap, peer: SocketAddr) {
+    strip_hop_by_hop(headers);
+    identity::strip_from(headers);
+    headers.remove("bokeh-session-id");
+    let proto = if is_https(headers) { "https" } else { "http" };
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+        headers.insert("x-real-ip", v);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.entry("x-forwarded-host").or_insert(host);
+    }
+}
+
+/// A query string without the parameters a client must not choose, plus `extra` if given.
+pub fn clean_query(query: Option<&str>, extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let name = p.split('=').next().unwrap_or("");
+            !name.eq_ignore_ascii_case("bokeh-session-id")
+                && !name.eq_ignore_ascii_case("bokeh-token")
+        })
+        .map(str::to_owned)
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}={v}"));
+    }
+    parts.join("&")
+}
+
+/// Sends a request to a worker and streams its response back.
+pub async fn forward(
+    client: &UpstreamClient,
+    mut req: Request<Body>,
+    port: u16,
+    path_and_query: &str,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let uri: Uri = match format!("http://127.0.0.1:{port}{path_and_query}").parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "The request path is not valid; check the address.",
+            )
+        }
+    };
+    *req.uri_mut() = uri;
+    upstream_headers(req.headers_mut(), peer);
+    match client.request(req).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, port, "worker request failed");
+            plain(
+                StatusCode::BAD_GATEWAY,
+                "The app's worker is not answering; reload the page in a few seconds.",
+            )
+        }
+    }
+}
+
+/// A short plain-text response: one sentence that says what to do.
+pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(text))
+        .expect("static response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_loses_client_session_ids() {
+        assert_eq!(
+            clean_query(
+                Some("a=1&bokeh-session-id=evil&Bokeh-Token=x&b=2"),
+                Some(("bokeh-session-id", "mine"))
+            ),
+            "a=1&b=2&bokeh-session-id=mine"
+        );
+        assert_eq!(clean_query(None, None), "");
+    }
+
+    #[test]
+    fn upstream_headers_are_clean() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("bokeh-session-id", HeaderValue::from_static("evil"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("tether_id=abc; other=1"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("example.org"));
+        upstream_headers(&mut h, "10.1.2.3:4000".parse().unwrap());
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("bokeh-session-id").is_none());
+        assert_eq!(h.get(header::COOKIE).unwrap(), "other=1");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "example.org");
+    }
+}

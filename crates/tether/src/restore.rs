@@ -1,0 +1,287 @@
+//! Restoring a fresh worker session: pull its document, send `document_ready`, replay the
+//! user's log with paths translated to this session's ids, and wait until the effects arrive.
+//!
+//! Runs on the browser's own worker connection before any frame is relayed, so the document
+//! the browser pulls afterwards already shows the restored widgets and re-drawn outputs.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use crate::protocol::{Assembler, Graph, Limits, Message, Part, ProtocolError};
+use crate::record::{step_message, Entry, Skip};
+
+/// Prefix of the message ids the gateway sends itself; replies to them never reach a browser.
+pub const OWN_MSGID_PREFIX: &str = "tether-";
+
+/// Panel handles widget changes in a 50 ms debounced callback; wait a bit longer than that
+/// before each barrier.
+const SETTLE_PAUSE: Duration = Duration::from_millis(60);
+/// Most barrier rounds in one settle; each round that brings patches earns another.
+const SETTLE_ROUNDS: usize = 40;
+
+const DOCUMENT_READY: &str = r#"{"events":[{"kind":"MessageSent","msg_type":"bokeh_event","msg_data":{"type":"event","name":"document_ready","values":{"type":"map"}}}]}"#;
+const EMPTY_PATCH: &str = r#"{"events":[]}"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the worker connection failed during restore")]
+    Socket(#[from] WsError),
+    #[error("the worker closed the connection during restore")]
+    Closed,
+    #[error("the worker sent a message tether cannot read")]
+    Protocol(#[from] ProtocolError),
+    #[error("the worker refused the document request: {0}")]
+    Refused(String),
+}
+
+/// What a restore did, for the log line and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Steps the worker accepted.
+    pub applied: usize,
+    /// Steps skipped: no longer resolvable (the app changed) or refused by the worker.
+    pub skipped: usize,
+}
+
+/// A worker connection seen message by message, keeping the session's reference graph.
+pub struct Replayer<'a, U> {
+    /// The browser's upstream socket.
+    ws: &'a mut U,
+    /// Reassembles the worker's frames into messages.
+    asm: Assembler,
+    /// Frames that belong to the browser (the ACK), held until the restore is done.
+    pub for_browser: Vec<WsMessage>,
+    /// The session's reference graph once pulled.
+    pub graph: Option<Graph>,
+    /// Counter for our own message ids.
+    next_id: u64,
+    /// Server PATCH-DOCs seen so far; a settle round that adds none ends the settle.
+    patches: u64,
+    /// Our requests whose replies have not arrived yet, in send order.
+    outstanding: Vec<String>,
+    /// Steps refused by the worker (ERROR replies).
+    refused: usize,
+}
+
+fn to_ws(part: &Part) -> WsMessage {
+    match part {
+        Part::Text(b) => match std::str::from_utf8(b) {
+            Ok(s) => WsMessage::text(s),
+            Err(_) => WsMessage::Binary(b.clone()),
+        },
+        Part::Binary(b) => WsMessage::Binary(b.clone()),
+    }
+}
+
+/// The frame as a protocol part; `None` for control frames.
+pub fn to_part(m: &WsMessage) -> Option<Part> {
+    match m {
+        WsMessage::Text(t) => Some(Part::Text(Bytes::from(t.clone()))),
+        WsMessage::Binary(b) => Some(Part::Binary(b.clone())),
+        _ => None,
+    }
+}
+
+impl<'a, U> Replayer<'a, U>
+where
+    U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
+{
+    pub fn new(ws: &'a mut U) -> Self {
+        Replayer {
+            ws,
+            asm: Assembler::new(Limits::default()),
+            for_browser: Vec::new(),
+            graph: None,
+            next_id: 0,
+            patches: 0,
+            outstanding: Vec::new(),
+            refused: 0,
+        }
+    }
+
+    async fn send(&mut self, msg: &Message) -> Result<(), RestoreError> {
+        for part in &msg.parts {
+            self.ws.feed(to_ws(part)).await?;
+        }
+        self.ws.flush().await?;
+        self.outstanding.push(msg.header.msgid.clone());
+        Ok(())
+    }
+
+    fn msgid(&mut self) -> String {
+        self.next_id += 1;
+        format!("{OWN_MSGID_PREFIX}{}", self.next_id)
+    }
+
+    /// Reads one whole message, updating the graph; the ACK is kept for the browser.
+    async fn read(&mut self) -> Result<Message, RestoreError> {
+        let mut frames = Vec::new();
+        loop {
+            let m = self.ws.next().await.ok_or(RestoreError::Closed)??;
+            let Some(part) = to_part(&m) else {
+                if matches!(m, WsMessage::Close(_)) {
+                    return Err(RestoreError::Closed);
+                }
+                continue;
+            };
+            frames.push(m);
+            if let Some(msg) = self.asm.push(part)? {
+                match msg.msgtype() {
+                    "ACK" => self.for_browser.append(&mut frames),
+                    "PATCH-DOC" => {
+                        self.patches += 1;
+                        if let Some(g) = self.graph.as_mut() {
+                            if let Err(e) = g.apply_server_patch(msg.content()) {
+                                tracing::debug!(error = %e, "patch not understood during restore");
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// Waits for replies to every outstanding request. Returns the last reply's message.
+    async fn drain(&mut self) -> Result<Option<Message>, RestoreError> {
+        let mut last = None;
+        while !self.outstanding.is_empty() {
+            let msg = self.read().await?;
+            let Some(reqid) = msg.header.reqid.as_deref() else {
+                continue;
+            };
+            if let Some(i) = self.outstanding.iter().position(|id| id == reqid) {
+                self.outstanding.remove(i);
+                if msg.msgtype() == "ERROR" {
+                    self.refused += 1;
+                    tracing::debug!(
+                        error = %String::from_utf8_lossy(msg.content()),
+                        "worker refused a replay step"
+                    );
+                }
+                last = Some(msg);
+            }
+        }
+        Ok(last)
+    }
+
+    async fn request(&mut self, msgtype: &str, content: &str) -> Result<Message, RestoreError> {
+        let id = self.msgid();
+        self.send(&Message::build(msgtype, &id, None, content.to_owned()))
+            .await?;
+        self.drain().await?.ok_or(RestoreError::Closed)
+    }
+
+    /// Waits until the session is quiet: barrier round trips until one brings no new patch.
+    ///
+    /// Panel applies widget changes in a debounced callback and writes its patches outside the
+    /// document lock, so an `OK` alone does not mean the effects have arrived.
+    pub async fn settle(&mut self) -> Result<(), RestoreError> {
+        self.drain().await?;
+        for _ in 0..SETTLE_ROUNDS {
+            let before = self.patches;
+            tokio::time::sleep(SETTLE_PAUSE).await;
+            self.request("PATCH-DOC", EMPTY_PATCH).await?;
+            if self.patches == before {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls the document, sends `document_ready`, replays `entries`, and settles.
+    pub async fn run(&mut self, entries: &[Entry]) -> Result<Outcome, RestoreError> {
+        let reply = self.request("PULL-DOC-REQ", "{}").await?;
+        if reply.msgtype() != "PULL-DOC-REPLY" {
+            return Err(RestoreError::Refused(
+                String::from_utf8_lossy(reply.content()).into_owned(),
+            ));
+        }
+        self.graph = Some(Graph::from_pull_reply(reply.content())?);
+        // Panel runs onload callbacks and releases held events on the first document_ready.
+        self.request("PATCH-DOC", DOCUMENT_READY).await?;
+        let mut outcome = Outcome::default();
+        for entry in entries {
+            match self.translate(entry) {
+                Ok(msg) => {
+                    self.send(&msg).await?;
+                    outcome.applied += 1;
+                }
+                Err(Skip::PathUnresolved { .. }) | Err(Skip::RefUnresolved { .. }) => {
+                    // Perhaps an earlier step creates it (a plot drawn by a click): let the
+                    // earlier steps take effect, then try once more.
+                    self.settle().await?;
+                    match self.translate(entry) {
+                        Ok(msg) => {
+                            self.send(&msg).await?;
+                            outcome.applied += 1;
+                        }
+                        Err(skip) => {
+                            tracing::debug!(%skip, "replay step skipped");
+                            outcome.skipped += 1;
+                        }
+                    }
+                }
+                Err(skip) => {
+                    tracing::debug!(%skip, "replay step skipped");
+                    outcome.skipped += 1;
+                }
+            }
+        }
+        self.settle().await?;
+        outcome.applied -= self.refused.min(outcome.applied);
+        outcome.skipped += self.refused;
+        Ok(outcome)
+    }
+
+    fn translate(&mut self, entry: &Entry) -> Result<Message, Skip> {
+        let id = self.msgid();
+        let graph = self.graph.as_mut().expect("pulled before replay");
+        let msg = step_message(graph, entry, &id)?;
+        // Our own change is not echoed back, so apply it to the graph as the browser would.
+        if let Err(e) = graph.apply_client_patch(msg.content()) {
+            tracing::debug!(error = %e, "replay step not understood by the graph");
+        }
+        Ok(msg)
+    }
+}
+
+/// Runs a restore with a time bound, logging one line with its outcome.
+pub async fn restore<U>(
+    ws: &mut U,
+    entries: &[Entry],
+    bound: Duration,
+) -> (
+    Result<Outcome, RestoreError>,
+    Vec<WsMessage>,
+    Option<Graph>,
+    Duration,
+)
+where
+    U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
+{
+    let started = Instant::now();
+    let mut r = Replayer::new(ws);
+    let result = match tokio::time::timeout(bound, r.run(entries)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(
+                ?bound,
+                "restore hit its time bound; showing the session as it is"
+            );
+            Ok(Outcome::default())
+        }
+    };
+    let elapsed = started.elapsed();
+    (
+        result,
+        std::mem::take(&mut r.for_browser),
+        r.graph.take(),
+        elapsed,
+    )
+}

@@ -1,0 +1,332 @@
+//! Panel workers: spawning `python -m panel serve` on loopback, waiting until ready, restarting
+//! crashed ones, and making sure none outlives the gateway.
+//!
+//! A worker is started through a small bootstrap that (1) exits when its stdin closes, which
+//! happens when the gateway dies for any reason, even SIGKILL; (2) checks that Panel imports and
+//! that every app compiles, so those mistakes get one clear sentence instead of an error page.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::secret::BokehKey;
+
+/// Exit code of the bootstrap when `import panel` fails.
+const EXIT_NO_PANEL: i32 = 64;
+/// Exit code of the bootstrap when an app does not compile.
+const EXIT_APP_ERROR: i32 = 65;
+/// Lines of worker output kept to explain a failed start.
+const TAIL_LINES: usize = 30;
+
+const BOOTSTRAP: &str = r#"
+import os, sys, threading
+def _watch():
+    try:
+        sys.stdin.buffer.read()
+    finally:
+        os._exit(0)
+threading.Thread(target=_watch, daemon=True).start()
+try:
+    import panel
+    from panel.command import main
+except ImportError as e:
+    sys.stderr.write("tether-bootstrap: no-panel: %s\n" % e)
+    sys.exit(64)
+args = sys.argv[1:]
+apps = args[:args.index("--")]
+for app in apps:
+    try:
+        with open(app, "rb") as f:
+            compile(f.read(), app, "exec")
+    except SyntaxError as e:
+        sys.stderr.write("tether-bootstrap: app-error: %s has a syntax error at line %s: %s\n" % (app, e.lineno, e.msg))
+        sys.exit(65)
+    except OSError as e:
+        sys.stderr.write("tether-bootstrap: app-error: cannot read %s: %s\n" % (app, e.strerror))
+        sys.exit(65)
+sys.argv = ["panel", "serve"] + apps + args[args.index("--") + 1:]
+sys.exit(main())
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot run the Python interpreter {python}; install Python 3 with Panel or pass --python PATH")]
+    NoPython {
+        python: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Python at {python} has no Panel; install it with `{python} -m pip install -r requirements.txt` or pass --python PATH")]
+    NoPanel { python: PathBuf },
+    #[error("{0}; fix the app and start tether again")]
+    App(String),
+    #[error("the panel worker exited during start-up ({status}); its last output was:\n{tail}")]
+    Exited { status: String, tail: String },
+    #[error("the panel worker did not become ready within {0:?}; pass a longer start-up time or check the app")]
+    Timeout(Duration),
+    #[error("cannot find a free loopback port for a worker")]
+    Port(#[source] std::io::Error),
+}
+
+/// Everything needed to start a worker, fixed for the gateway's lifetime.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// Interpreter with Panel installed.
+    pub python: PathBuf,
+    /// App scripts, served at `/<stem>`.
+    pub apps: Vec<PathBuf>,
+    /// Extra `panel serve` arguments from after `--`.
+    pub panel_args: Vec<String>,
+    /// Signs session ids; given to the worker through its environment only.
+    pub bokeh_key: BokehKey,
+    /// How long the worker keeps a session with no connection; at least `--live-ttl`.
+    pub unused_session_lifetime: Duration,
+    /// How long start-up may take before we give up.
+    pub start_timeout: Duration,
+}
+
+/// A started worker process.
+pub struct Process {
+    /// Loopback port it listens on.
+    pub port: u16,
+    /// The child; killed on drop, and its stdin pipe closing ends it too.
+    child: Child,
+    /// Recent output lines, for explaining a crash.
+    tail: Arc<Mutex<VecDeque<String>>>,
+    /// Held open for the worker's life: its closing (even by our death) ends the worker.
+    /// Kept out of `child`, because `Child::wait` closes the stdin it holds.
+    _lifeline: Option<tokio::process::ChildStdin>,
+}
+
+impl Process {
+    /// Waits for the process to end and says how it ended.
+    pub async fn wait(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(status) => status.to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Stops the worker now.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    fn tail_text(&self) -> String {
+        self.tail
+            .lock()
+            .expect("tail lock")
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn free_port() -> Result<u16, WorkerError> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(WorkerError::Port)?;
+    Ok(l.local_addr().map_err(WorkerError::Port)?.port())
+}
+
+/// Checks that the interpreter runs and has Panel, before anything else starts.
+pub async fn check_python(python: &PathBuf) -> Result<(), WorkerError> {
+    let out = Command::new(python)
+        .args(["-c", "import panel, bokeh"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|source| WorkerError::NoPython {
+            python: python.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(WorkerError::NoPanel {
+            python: python.clone(),
+        })
+    }
+}
+
+/// Starts one worker and waits until it accepts connections.
+pub async fn start(spec: &WorkerSpec, index: usize) -> Result<Process, WorkerError> {
+    let port = free_port()?;
+    let lifetime_ms = spec
+        .unused_session_lifetime
+        .as_millis()
+        .max(1000)
+        .to_string();
+    let check_ms = (spec.unused_session_lifetime.as_millis() / 4).clamp(1000, 60_000);
+    let origin = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(&spec.python);
+    cmd.arg("-c").arg(BOOTSTRAP);
+    cmd.args(&spec.apps);
+    cmd.arg("--");
+    cmd.args(["--address", "127.0.0.1", "--port", &port.to_string()]);
+    cmd.args(["--allow-websocket-origin", &origin]);
+    cmd.args(["--session-ids", "external-signed"]);
+    cmd.args(["--unused-session-lifetime", &lifetime_ms]);
+    cmd.args(["--check-unused-sessions", &check_ms.to_string()]);
+    cmd.args(["--num-procs", "1", "--use-xheaders"]);
+    cmd.args(&spec.panel_args);
+    cmd.env("BOKEH_SECRET_KEY", spec.bokeh_key.as_str());
+    cmd.env("BOKEH_SIGN_SESSIONS", "true");
+    cmd.env("PYTHONUNBUFFERED", "1");
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| WorkerError::NoPython {
+        python: spec.python.clone(),
+        source,
+    })?;
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(BufReader::new(out), index, tail.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(BufReader::new(err), index, tail.clone()));
+    }
+    let lifeline = child.stdin.take();
+    let mut process = Process {
+        port,
+        child,
+        tail,
+        _lifeline: lifeline,
+    };
+    wait_ready(&mut process, spec).await?;
+    tracing::info!(worker = index, port, pid = process.pid(), "worker ready");
+    Ok(process)
+}
+
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    reader: BufReader<R>,
+    index: usize,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = reader.lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(target: "tether::worker::output", worker = index, "{line}");
+        let mut t = tail.lock().expect("tail lock");
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
+
+async fn wait_ready(p: &mut Process, spec: &WorkerSpec) -> Result<(), WorkerError> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p.port));
+    let deadline = tokio::time::Instant::now() + spec.start_timeout;
+    loop {
+        if let Some(status) = p.child.try_wait().ok().flatten() {
+            // Let the output pumps catch up with the last lines.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let tail = p.tail_text();
+            return Err(match status.code() {
+                Some(EXIT_NO_PANEL) => WorkerError::NoPanel {
+                    python: spec.python.clone(),
+                },
+                Some(EXIT_APP_ERROR) => WorkerError::App(
+                    tail.lines()
+                        .rev()
+                        .find_map(|l| l.split("app-error: ").nth(1))
+                        .unwrap_or("an app could not be loaded")
+                        .to_owned(),
+                ),
+                _ => WorkerError::Exited {
+                    status: status.to_string(),
+                    tail,
+                },
+            });
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            p.kill().await;
+            return Err(WorkerError::Timeout(spec.start_timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the rest of the gateway sees of one worker slot: where it is and which incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Loopback port of the current process; 0 while restarting.
+    pub port: u16,
+    /// Bumped on every restart: sessions of an older generation are gone.
+    pub generation: u64,
+}
+
+/// Keeps one worker slot running: restarts a crashed worker with back-off.
+pub struct Slot {
+    /// Current endpoint, watched by the proxy and the registry.
+    pub endpoint: watch::Receiver<Endpoint>,
+}
+
+/// Starts a supervised worker; the first start's error is returned, later crashes are restarted.
+pub async fn supervise(
+    spec: Arc<WorkerSpec>,
+    index: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(Slot, tokio::task::JoinHandle<()>), WorkerError> {
+    let first = start(&spec, index).await?;
+    let (tx, rx) = watch::channel(Endpoint {
+        port: first.port,
+        generation: 1,
+    });
+    let task = tokio::spawn(async move {
+        let mut process = first;
+        let mut generation = 1;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                status = process.wait() => {
+                    if *shutdown.borrow() { return; }
+                    tracing::warn!(worker = index, %status, "worker exited; restarting");
+                    tx.send_replace(Endpoint { port: 0, generation });
+                }
+                _ = shutdown.changed() => {
+                    process.kill().await;
+                    return;
+                }
+            }
+            loop {
+                tokio::time::sleep(backoff).await;
+                if *shutdown.borrow() {
+                    return;
+                }
+                match start(&spec, index).await {
+                    Ok(p) => {
+                        generation += 1;
+                        process = p;
+                        backoff = Duration::from_millis(200);
+                        tx.send_replace(Endpoint {
+                            port: process.port,
+                            generation,
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "worker restart failed");
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
+    });
+    Ok((Slot { endpoint: rx }, task))
+}

@@ -1,0 +1,282 @@
+//! Live reattach through a real gateway and real Panel workers: the first visit's cookie,
+//! reopening a tab onto the same live document, and the ways others must not get in.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{app, tempdir, Browser, Tab, Tether};
+use serde_json::json;
+
+/// Selects rows of the catalog and clicks Plot, waiting until the plot is drawn.
+async fn select_and_plot(tab: &mut Tab, rows: &[u64], expect_title: &str) {
+    let selection = tab.doc.of_type("Selection")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tab.set(&selection, "indices", json!(rows)).await;
+    let button = tab.doc.id_of("Button", "label", "Plot");
+    tab.click(&button).await;
+    tab.wait_for("the plot", |d| d.titles().iter().any(|t| t == expect_title))
+        .await;
+}
+
+fn selection_of(tab: &Tab) -> serde_json::Value {
+    let s = tab.doc.of_type("Selection")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tab.doc.attr(&s, "indices")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reattach_and_isolation() {
+    let dir = tempdir();
+    let tether = Tether::start(dir.path(), &[app("examples/catalog.py")], &[]);
+
+    // 1. First visit sets a signed, HttpOnly, SameSite=Lax identity cookie.
+    let mut alice = Browser::new();
+    let mut tab = alice.open(&tether.base, "catalog").await;
+    let set = alice
+        .last_set_cookie
+        .clone()
+        .expect("first visit sets a cookie");
+    assert!(set.starts_with("tether_id="), "{set}");
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=31536000"] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "plain http gets no Secure flag: {set}"
+    );
+    let first_session = tab.session_id.clone();
+
+    // 2. Select rows and plot.
+    select_and_plot(&mut tab, &[0, 2], "alpha, gamma").await;
+
+    // 3. Close and reopen: the same live session, with selection and plot intact.
+    tab.close().await;
+    let page = alice.get(&tether.url("/catalog"), &[]).await;
+    assert!(
+        alice.last_set_cookie.as_deref() == Some(set.as_str()),
+        "no new cookie on return"
+    );
+    assert_eq!(page.session_id(), first_session, "reopen reattaches");
+    let mut tab = Tab::connect(
+        &tether.base,
+        "catalog",
+        page.token.as_deref().unwrap(),
+        alice.cookie.as_deref(),
+    )
+    .await
+    .unwrap()
+    .ready()
+    .await;
+    assert_eq!(selection_of(&tab), json!([0, 2]));
+    assert!(
+        tab.doc.titles().contains(&"alpha, gamma".to_owned()),
+        "plot intact: {:?}",
+        tab.doc.titles()
+    );
+
+    // A second concurrent tab of the same user gets its own session.
+    let mut second = alice.open(&tether.base, "catalog").await;
+    assert_ne!(second.session_id, first_session);
+
+    // 5. Another browser gets its own identity and default state; its changes stay its own.
+    let mut bob = Browser::new();
+    let mut bob_tab = bob.open(&tether.base, "catalog").await;
+    assert_ne!(bob.cookie, alice.cookie);
+    assert_ne!(bob_tab.session_id, first_session);
+    let fresh = selection_of(&bob_tab);
+    assert!(
+        fresh.is_null() || fresh == json!([]),
+        "default selection, got {fresh}"
+    );
+    assert!(bob_tab.doc.titles().iter().all(|t| t != "alpha, gamma"));
+    select_and_plot(&mut bob_tab, &[1], "beta").await;
+    second.settle().await;
+    tab.settle().await;
+    assert_eq!(
+        selection_of(&tab),
+        json!([0, 2]),
+        "bob's change does not reach alice"
+    );
+
+    // A client-chosen session id is ignored, in the query and in the header.
+    let stolen = first_session.clone();
+    let mut mallory = Browser::new();
+    let p = mallory
+        .get(
+            &tether.url(&format!("/catalog?bokeh-session-id={stolen}")),
+            &[],
+        )
+        .await;
+    assert_eq!(p.status, 200);
+    assert_ne!(p.session_id(), stolen);
+    let p = mallory
+        .get(
+            &tether.url("/catalog"),
+            &[("Bokeh-Session-Id", stolen.as_str())],
+        )
+        .await;
+    assert_ne!(p.session_id(), stolen);
+
+    // A stolen token is refused with another user's cookie, and with none.
+    let refused = Tab::connect(
+        &tether.base,
+        "catalog",
+        &tab.token,
+        mallory.cookie.as_deref(),
+    )
+    .await;
+    assert_eq!(refused.err().as_deref(), Some("403"));
+    let refused = Tab::connect(&tether.base, "catalog", &tab.token, None).await;
+    assert_eq!(refused.err().as_deref(), Some("403"));
+    // A cross-site page cannot open a user's websocket, even with their cookie.
+    let refused = Tab::connect_with(
+        &tether.base,
+        "catalog",
+        &tab.token,
+        alice.cookie.as_deref(),
+        Some("http://evil.example"),
+    )
+    .await;
+    assert_eq!(refused.err().as_deref(), Some("403"));
+
+    // A forged or tampered cookie is a new identity, never someone else's.
+    let mut forger = Browser::new();
+    let tampered = alice
+        .cookie
+        .clone()
+        .unwrap()
+        .replacen("tether_id=", "tether_id=AAAA", 1);
+    forger.cookie = Some(tampered.clone());
+    let p = forger.get(&tether.url("/catalog"), &[]).await;
+    assert_ne!(
+        forger.cookie.as_deref(),
+        Some(tampered.as_str()),
+        "a new cookie replaces it"
+    );
+    assert_ne!(p.session_id(), first_session);
+    bob_tab.close().await;
+    second.close().await;
+    tab.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_cookie_never_reaches_the_app() {
+    let dir = tempdir();
+    let tether = Tether::start(dir.path(), &[app("tests/apps/request_echo.py")], &[]);
+    let mut b = Browser::new();
+    b.cookie = Some("theme=dark".into());
+    let first = b.get(&tether.url("/request_echo"), &[]).await;
+    assert_eq!(first.status, 200);
+    // Now with the identity and another cookie, as a returning browser sends them.
+    b.cookie = Some(format!("{}; theme=dark", b.cookie.clone().unwrap()));
+    let mut tab = b.open(&tether.base, "request_echo").await;
+    let text = tab.doc.text();
+    assert!(
+        text.contains("cookies: theme"),
+        "the app sees other cookies: {text}"
+    );
+    assert!(
+        !text.contains("tether_id"),
+        "the identity cookie reached the app"
+    );
+    let value = b
+        .cookie
+        .as_deref()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    assert!(!first.html.contains(&value) && !text.contains(&value));
+    tab.settle().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reattach_after_the_original_token_expired() {
+    let dir = tempdir();
+    // The worker's own tokens expire after 2 s; the page of a reattach carries the original.
+    let tether = Tether::start(
+        dir.path(),
+        &[app("tests/apps/widgets.py")],
+        &["--", "--session-token-expiration", "2"],
+    );
+    let mut b = Browser::new();
+    let mut tab = b.open(&tether.base, "widgets").await;
+    let slider = tab.doc.id_of("Slider", "title", "int_slider");
+    tab.set(&slider, "value", json!(7)).await;
+    tab.settle().await;
+    let session = tab.session_id.clone();
+    tab.close().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut tab = b.open(&tether.base, "widgets").await;
+    assert_eq!(tab.session_id, session, "reattached");
+    assert_eq!(
+        tab.doc.attr(&slider, "value"),
+        json!(7),
+        "the stale page token still works"
+    );
+    tab.settle().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_worker_outlives_a_killed_gateway() {
+    let dir = tempdir();
+    let mut tether = Tether::start(
+        dir.path(),
+        &[app("tests/apps/widgets.py")],
+        &["--workers", "2"],
+    );
+    let workers = tether.workers();
+    assert_eq!(workers.len(), 2, "two worker processes");
+    tether.kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while workers.iter().any(|&p| common::alive(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workers {workers:?} outlived tether"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn clear_errors_for_user_mistakes() {
+    let dir = tempdir();
+    // A Python without Panel.
+    let venv = dir.path().join("bare");
+    let ok = std::process::Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let catalog = app("examples/catalog.py").display().to_string();
+    let bare = venv.join("bin/python").display().to_string();
+    let (code, err) = Tether::fail(dir.path(), &[&catalog, "--python", &bare]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("has no Panel") && err.contains("pip install"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+
+    // A missing app.
+    let (code, err) = Tether::fail(dir.path(), &["nope.py"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("nope.py does not exist"), "{err}");
+
+    // An app with a syntax error.
+    let bad = dir.path().join("broken.py");
+    std::fs::write(&bad, "import panel as pn\ndef f(:\n").unwrap();
+    let (code, err) = Tether::fail(dir.path(), &[bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("syntax error at line 2"), "{err}");
+}
