@@ -75,6 +75,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "tether=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -196,6 +196,8 @@ where
 
     /// Pulls the document, sends `document_ready`, replays `entries`, and settles.
     pub async fn run(&mut self, entries: &[Entry]) -> Result<Outcome, RestoreError> {
+        // The worker reads nothing until it has made the session and said ACK.
+        while self.read().await?.msgtype() != "ACK" {}
         let reply = self.request("PULL-DOC-REQ", "{}").await?;
         if reply.msgtype() != "PULL-DOC-REPLY" {
             return Err(RestoreError::Refused(

@@ -169,6 +169,16 @@ impl Tether {
 
 impl Drop for Tether {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The gateway's own account of a failed test, minus the workers' chatter.
+            let log: Vec<String> = self
+                .stderr()
+                .lines()
+                .filter(|l| !l.contains("worker::output") || l.contains("ERROR") || l.contains("Error"))
+                .map(str::to_owned)
+                .collect();
+            eprintln!("--- tether log ---\n{}", log.join("\n"));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

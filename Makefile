@@ -1,0 +1,40 @@
+# tether: `make demo` serves the demo app through tether; `make test` runs every test.
+# Both set up what they need: the Rust build, a Python venv with the pinned Panel, and
+# redis-server for the store tests.
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+export TETHER_PYTHON := $(abspath $(VPY))
+
+.PHONY: all build venv system-deps demo test clean
+
+all: build
+
+build:
+	cargo build --bin tether
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# Debian packages the tests use. Installed only when missing.
+system-deps:
+	@if ! command -v redis-server >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; \
+	fi
+
+demo: venv build
+	./target/debug/tether serve examples/catalog.py --port $${PORT:-5006}
+
+test: venv system-deps
+	cargo test --workspace --no-fail-fast
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .tether
