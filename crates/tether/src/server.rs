@@ -165,7 +165,7 @@ pub async fn run_announced(
     });
     let app = Router::new().fallback(handle).with_state(gateway.clone());
     ready.await;
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -178,15 +178,37 @@ pub async fn run_announced(
     .with_graceful_shutdown(async move {
         let _ = drain.wait_for(|s| *s).await;
     });
-    // Open websockets get a grace period to finish; then the gateway stops regardless.
+    // Draining: no new connections; open pages and websockets get a grace period to
+    // finish, then the gateway stops regardless. Upgraded websockets are not tracked by the
+    // HTTP server, so they are counted through the tab gauge.
     let grace = gateway.config.shutdown_grace;
-    let served = tokio::select! {
-        r = serve => r,
-        _ = async {
-            let _ = stop_rx.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-        } => Ok(()),
+    let mut drain_rx = stop_rx.clone();
+    let drained = async {
+        let _ = drain_rx.wait_for(|s| *s).await;
+        let deadline = Instant::now() + grace;
+        while gateway
+            .metrics
+            .tabs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     };
+    let (served, _) = tokio::join!(
+        async {
+            let mut stop = stop_rx.clone();
+            tokio::select! {
+                r = serve => r,
+                _ = async {
+                    let _ = stop.wait_for(|s| *s).await;
+                    tokio::time::sleep(grace).await;
+                } => Ok(()),
+            }
+        },
+        drained
+    );
     let _ = stop_workers.send(true);
     for t in tasks {
         let _ = t.await;
