@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -19,17 +20,17 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::identity;
 use crate::proxy;
-use crate::server::Gateway;
+use crate::server::{ConnectionPermit, Gateway};
 use crate::tap::{Out, Tap};
 use crate::token;
 
-/// Largest websocket message accepted from either side.
-pub const MAX_MESSAGE: usize = 256 << 20;
+/// How often a quiet browser is pinged, so a dead one is noticed within the idle timeout.
+const PING_EVERY: Duration = Duration::from_secs(30);
 
-fn ws_config() -> WebSocketConfig {
+fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 fn refuse(status: StatusCode, why: &'static str) -> Response<Body> {
@@ -129,7 +130,19 @@ pub async fn accept(
     // Trap 1: the page may carry a token minted long ago. We checked it; the worker gets a fresh one.
     let expiry = now_epoch() + gw.config.token_lifetime.as_secs() as i64;
     let fresh = tok.refreshed(&gw.keys, expiry);
-    let upstream = match connect_worker(port, &app, &fresh, req.headers(), peer).await {
+    let limits = gw.config.limits;
+    let connecting = connect_worker(
+        port,
+        &app,
+        &fresh,
+        req.headers(),
+        peer,
+        limits.max_message_bytes,
+    );
+    let upstream = match tokio::time::timeout(limits.handshake_timeout, connecting)
+        .await
+        .unwrap_or(Err(WsError::Io(std::io::ErrorKind::TimedOut.into())))
+    {
         Ok(ws) => ws,
         Err(e) => {
             release(&gw);
@@ -140,6 +153,8 @@ pub async fn accept(
             );
         }
     };
+    // The connection's slot stays taken while the websocket lives.
+    let permit = req.extensions_mut().remove::<ConnectionPermit>();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let log = gw.states.log(&user, &app).await;
     let tap = Tap::new(gw.clone(), user.clone(), app.clone(), log, attach.restore);
@@ -150,16 +165,17 @@ pub async fn accept(
                 let browser = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(ws_config()),
+                    Some(ws_config(limits.max_message_bytes)),
                 )
                 .await;
                 gw2.metrics.tab_opened();
-                run(browser, upstream, tap).await;
+                run(browser, upstream, tap, limits.idle_timeout).await;
                 gw2.metrics.tab_closed();
             }
             Err(e) => tracing::debug!(error = %e, "browser upgrade failed"),
         }
         gw2.registry.disconnect(&session_id, Instant::now());
+        drop(permit);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -189,6 +205,7 @@ async fn connect_worker(
     token: &str,
     browser_headers: &http::HeaderMap,
     peer: SocketAddr,
+    max_message: usize,
 ) -> Result<Upstream, WsError> {
     let mut req = format!("ws://127.0.0.1:{port}/{app}/ws").into_client_request()?;
     let h = req.headers_mut();
@@ -213,14 +230,15 @@ async fn connect_worker(
         }
     }
     let (ws, _) =
-        tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true).await?;
+        tokio_tungstenite::connect_async_with_config(req, Some(ws_config(max_message)), true)
+            .await?;
     Ok(ws)
 }
 
 /// Restores if needed, then relays until either side closes.
 ///
 /// Generic over the two sockets so that it can be driven by channels in tests.
-pub async fn run<B, U>(mut browser: B, mut upstream: U, mut tap: Tap)
+pub async fn run<B, U>(mut browser: B, mut upstream: U, mut tap: Tap, idle_timeout: Duration)
 where
     B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
     U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
@@ -230,20 +248,29 @@ where
             tracing::debug!(error = %e, "browser went away during restore");
         }
     }
+    let mut last_heard = Instant::now();
+    let every = PING_EVERY
+        .min(idle_timeout / 3)
+        .max(Duration::from_millis(100));
+    let mut ping = tokio::time::interval(every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             msg = browser.next() => match msg {
                 Some(Ok(m)) => {
+                    last_heard = Instant::now();
                     if let Err(why) = tap.from_browser(&m) {
                         tracing::info!(%why, "closing a connection that sent a bad message");
-                        let _ = browser.send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Protocol,
-                            reason: "malformed Bokeh message".into(),
-                        }))).await;
+                        close(&mut browser, CloseCode::Protocol, "malformed Bokeh message").await;
                         break;
                     }
                     if is_control(&m) { continue; }
                     if upstream.send(m).await.is_err() { break; }
+                }
+                Some(Err(WsError::Capacity(e))) => {
+                    tracing::info!(error = %e, "closing a connection whose message is over the size limit");
+                    close(&mut browser, CloseCode::Size, "message too big").await;
+                    break;
                 }
                 _ => break,
             },
@@ -260,10 +287,29 @@ where
                 }
                 _ => break,
             },
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    tracing::info!(?idle_timeout, "closing a websocket whose browser stopped answering");
+                    close(&mut browser, CloseCode::Away, "idle").await;
+                    break;
+                }
+                if browser.send(Message::Ping(Default::default())).await.is_err() { break; }
+            }
         }
     }
     let _ = browser.close().await;
     let _ = upstream.close().await;
+}
+
+async fn close<B>(browser: &mut B, code: CloseCode, reason: &'static str)
+where
+    B: Sink<Message, Error = WsError> + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = browser.send(Message::Close(Some(frame))).await;
 }
 
 /// Pings and pongs are answered by each side's own socket; closes end the loop after relaying.

@@ -30,6 +30,8 @@ pub struct Config {
     pub replay_timeout: Duration,
     /// How long open connections may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Bounds that keep one client from holding or exhausting the gateway.
+    pub limits: Limits,
     /// Extra recording exclusions, in `record::Policy` text form.
     pub exclude: Option<String>,
 }
@@ -50,7 +52,35 @@ impl Config {
             worker_start_timeout: Duration::from_secs(60),
             replay_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
+            limits: Limits::default(),
             exclude: None,
+        }
+    }
+}
+
+/// Per-connection bounds. Past any of them only the offending connection is closed.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most open client connections (pages, assets and websockets together).
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest websocket message (and frame) from either side, in bytes.
+    pub max_message_bytes: usize,
+    /// Longest a client may take to send a request head, and a worker to accept a websocket.
+    pub handshake_timeout: Duration,
+    /// A websocket whose browser has sent nothing, not even a pong, for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 10_000,
+            max_header_bytes: 64 << 10,
+            max_message_bytes: 64 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }

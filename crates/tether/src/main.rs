@@ -60,6 +60,24 @@ struct Serve {
     /// Longest a restore may take before the page is shown as it is.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     replay_timeout: Duration,
+    /// Most open client connections, websockets included.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Largest websocket message from a browser or worker, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_message_size: usize,
+    /// Largest HTTP request head, in bytes.
+    #[arg(long, default_value_t = 64 << 10)]
+    max_header_size: usize,
+    /// Longest a client may take to send its request head (and a worker to accept a websocket).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// A websocket whose browser answers nothing (not even pings) for this long is closed.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// How long open connections may finish after SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
     /// More things never to record, e.g. "field:TextInput.value,model:MyWidget,event:tap".
     #[arg(long)]
     exclude: Option<String>,
@@ -125,6 +143,14 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.token_lifetime = s.token_lifetime;
     config.replay_timeout = s.replay_timeout;
     config.exclude = s.exclude;
+    config.shutdown_grace = s.shutdown_grace;
+    config.limits = tether::config::Limits {
+        max_connections: s.max_connections.max(1),
+        max_header_bytes: s.max_header_size,
+        max_message_bytes: s.max_message_size,
+        handshake_timeout: s.handshake_timeout,
+        idle_timeout: s.idle_timeout,
+    };
     let names: Vec<String> = config
         .apps
         .iter()

@@ -22,6 +22,44 @@ pub struct Metrics {
     pub steps_skipped: AtomicU64,
     /// Changes recorded into state logs.
     pub changes_recorded: AtomicU64,
+    /// Client connections refused because the connection limit was reached.
+    pub connections_refused: AtomicU64,
+}
+
+/// Writes metric families in the text format: `# HELP`, `# TYPE`, then the samples.
+struct Exposition {
+    /// The text so far.
+    out: String,
+}
+
+impl Exposition {
+    /// One family with a single unlabelled sample.
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help, [("", value)]);
+    }
+
+    /// One family with a sample per label set (`""` for none), e.g. `worker="0"`.
+    fn family<V: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (impl AsRef<str>, V)>,
+    ) {
+        let out = &mut self.out;
+        let _ = writeln!(
+            out,
+            "# HELP tether_{name} {help}\n# TYPE tether_{name} {kind}"
+        );
+        for (labels, value) in samples {
+            let labels = labels.as_ref();
+            if labels.is_empty() {
+                let _ = writeln!(out, "tether_{name} {value}");
+            } else {
+                let _ = writeln!(out, "tether_{name}{{{labels}}} {value}");
+            }
+        }
+    }
 }
 
 impl Metrics {
@@ -43,74 +81,144 @@ impl Metrics {
 
     pub fn render(&self, gw: &Gateway) -> String {
         let (live, _) = gw.registry.counts();
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP tether_{name} {help}\n# TYPE tether_{name} {kind}\ntether_{name} {value}"
-            );
-        };
-        metric(
+        let mut m = Exposition { out: String::new() };
+        let count = |c: &AtomicU64| c.load(Relaxed);
+        m.one(
             "live_sessions",
             "gauge",
             "Live worker sessions known to this gateway.",
-            live as u64,
+            live,
         );
-        metric(
+        m.one(
             "connected_tabs",
             "gauge",
             "Websockets currently relayed.",
-            self.tabs.load(Relaxed),
+            count(&self.tabs),
         );
-        metric(
+        m.one(
             "pages_reattached_total",
             "counter",
             "Pages served on a reattached live session.",
-            self.pages_reattached.load(Relaxed),
+            count(&self.pages_reattached),
         );
-        metric(
+        m.one(
             "pages_fresh_total",
             "counter",
             "Pages served on a new session.",
-            self.pages_fresh.load(Relaxed),
+            count(&self.pages_fresh),
         );
-        metric(
+        m.one(
             "restores_total",
             "counter",
             "Sessions restored from saved state.",
-            self.restores.load(Relaxed),
+            count(&self.restores),
         );
-        metric(
+        m.one(
             "restore_steps_applied_total",
             "counter",
             "Replay steps applied.",
-            self.steps_applied.load(Relaxed),
+            count(&self.steps_applied),
         );
-        metric(
+        m.one(
             "restore_steps_skipped_total",
             "counter",
             "Replay steps skipped because the app changed.",
-            self.steps_skipped.load(Relaxed),
+            count(&self.steps_skipped),
         );
-        metric(
+        m.one(
             "changes_recorded_total",
             "counter",
             "User changes recorded.",
-            self.changes_recorded.load(Relaxed),
+            count(&self.changes_recorded),
         );
-        for w in 0..gw.slots.len() {
-            let e = gw.endpoint(w);
-            let _ = writeln!(
-                out,
-                "tether_worker_up{{worker=\"{w}\"}} {}",
-                u8::from(e.port != 0)
-            );
-            let _ = writeln!(
-                out,
-                "tether_worker_restarts_total{{worker=\"{w}\"}} {}",
-                e.generation.saturating_sub(1)
-            );
-        }
-        out
+        m.one(
+            "connections_refused_total",
+            "counter",
+            "Client connections refused at the connection limit.",
+            count(&self.connections_refused),
+        );
+        self.render_store(gw, &mut m);
+        self.render_workers(gw, &mut m);
+        m.out
+    }
+
+    /// The batching writer's view of the state store.
+    fn render_store(&self, gw: &Gateway, m: &mut Exposition) {
+        let s = gw.states.writer_stats();
+        // NaN until the first batch is written: no latency has been measured yet.
+        let latency = s
+            .last_latency
+            .map_or("NaN".to_owned(), |d| d.as_secs_f64().to_string());
+        m.one(
+            "store_write_latency_seconds",
+            "gauge",
+            "For the last batch written: from its oldest change to the store's commit.",
+            latency,
+        );
+        m.one(
+            "store_snapshots_written_total",
+            "counter",
+            "State snapshots written to the store.",
+            s.snapshots_written,
+        );
+        m.one(
+            "store_batches_written_total",
+            "counter",
+            "Batches written to the store.",
+            s.batches_written,
+        );
+        m.one(
+            "store_write_errors_total",
+            "counter",
+            "Failed batch writes (each retry counts).",
+            s.write_errors,
+        );
+        m.one(
+            "store_snapshots_dropped_total",
+            "counter",
+            "Snapshots dropped unwritten because too many were waiting while the store failed.",
+            s.dropped,
+        );
+        m.one(
+            "store_pending_snapshots",
+            "gauge",
+            "Snapshots not yet written to the store.",
+            s.pending,
+        );
+    }
+
+    /// Per worker slot: up, live sessions, restarts.
+    fn render_workers(&self, gw: &Gateway, m: &mut Exposition) {
+        let slots = gw.slots.len();
+        let label = |w: usize| format!("worker=\"{w}\"");
+        let endpoints: Vec<_> = (0..slots).map(|w| gw.endpoint(w)).collect();
+        m.family(
+            "worker_up",
+            "gauge",
+            "1 while the worker accepts connections, 0 while it restarts.",
+            endpoints
+                .iter()
+                .enumerate()
+                .map(|(w, e)| (label(w), u8::from(e.port != 0))),
+        );
+        m.family(
+            "worker_sessions",
+            "gauge",
+            "Live sessions placed on each worker.",
+            gw.registry
+                .load(slots)
+                .into_iter()
+                .enumerate()
+                .map(|(w, n)| (label(w), n)),
+        );
+        m.family(
+            "worker_restarts_total",
+            "counter",
+            "Times each worker was restarted after it exited.",
+            endpoints
+                .iter()
+                .enumerate()
+                .map(|(w, e)| (label(w), e.generation.saturating_sub(1))),
+        );
     }
 }

@@ -54,6 +54,8 @@ pub struct Gateway {
     pub states: States,
     /// Counters for `/.tether/metrics`.
     pub metrics: Metrics,
+    /// Connections refused at the `max_connections` bound.
+    pub connections_refused: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -162,6 +164,7 @@ pub async fn run_announced(
         config,
         states,
         metrics: Metrics::default(),
+        connections_refused: Default::default(),
     });
     let app = Router::new().fallback(handle).with_state(gateway.clone());
     ready.await;
@@ -170,51 +173,100 @@ pub async fn run_announced(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let mut drain = stop_rx.clone();
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = drain.wait_for(|s| *s).await;
-    });
-    // Draining: no new connections; open pages and websockets get a grace period to
-    // finish, then the gateway stops regardless. Upgraded websockets are not tracked by the
-    // HTTP server, so they are counted through the tab gauge.
-    let grace = gateway.config.shutdown_grace;
-    let mut drain_rx = stop_rx.clone();
-    let drained = async {
-        let _ = drain_rx.wait_for(|s| *s).await;
-        let deadline = Instant::now() + grace;
-        while gateway
-            .metrics
-            .tabs
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    };
-    let (served, _) = tokio::join!(
-        async {
-            let mut stop = stop_rx.clone();
-            tokio::select! {
-                r = serve => r,
-                _ = async {
-                    let _ = stop.wait_for(|s| *s).await;
-                    tokio::time::sleep(grace).await;
-                } => Ok(()),
-            }
-        },
-        drained
-    );
+    let served = accept_loop(listener, app, &gateway, stop_rx).await;
     let _ = stop_workers.send(true);
     for t in tasks {
         let _ = t.await;
     }
     gateway.states.flush().await;
     served.map_err(ServeError::Io)
+}
+
+/// A connection slot. Held by the HTTP connection, and by its websocket once upgraded.
+#[derive(Clone)]
+pub struct ConnectionPermit(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
+/// Accepts connections until `stop`, within the configured limits; then drains: in-flight
+/// requests and open websockets (each holds a slot) get the grace period to finish.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    gw: &Arc<Gateway>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), std::io::Error> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let limits = gw.config.limits;
+    let grace = gw.config.shutdown_grace;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let mut last_refusal_log: Option<Instant> = None;
+    let mut stopping = stop.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            gw.connections_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if last_refusal_log.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                tracing::warn!(
+                    max = limits.max_connections,
+                    "connection limit reached; refusing new connections"
+                );
+                last_refusal_log = Some(Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = ConnectionPermit(Arc::new(permit));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(permit.clone());
+            let app = app.clone();
+            async move {
+                use tower::ServiceExt;
+                app.oneshot(req.map(Body::new)).await
+            }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut conn_stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { let _ = conn_stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(grace, conn.as_mut()).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let deadline = Instant::now() + grace;
+    while slots.available_permits() < limits.max_connections && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 async fn handle(
