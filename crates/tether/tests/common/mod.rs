@@ -4,6 +4,7 @@
 
 pub mod bokeh;
 pub mod doc;
+pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use bokeh::{Browser, Tab};
 #[allow(unused_imports)]
 pub use doc::Doc;
@@ -174,7 +176,9 @@ impl Drop for Tether {
             let log: Vec<String> = self
                 .stderr()
                 .lines()
-                .filter(|l| !l.contains("worker::output") || l.contains("ERROR") || l.contains("Error"))
+                .filter(|l| {
+                    !l.contains("worker::output") || l.contains("ERROR") || l.contains("Error")
+                })
                 .map(str::to_owned)
                 .collect();
             eprintln!("--- tether log ---\n{}", log.join("\n"));
