@@ -77,6 +77,7 @@ impl Tap {
             .cloned()
             .collect();
         let bound = self.gw.config.replay_timeout;
+        tracing::info!(user = %self.user, app = %self.app, steps = entries.len(), "restoring session");
         let (result, for_browser, graph, elapsed) =
             restore::restore(upstream, &entries, bound).await;
         self.graph = graph;
