@@ -10,7 +10,10 @@ use common::{app, tempdir, Browser, Tab, Tether};
 use serde_json::{json, Value};
 
 fn selection(tab: &Tab) -> Value {
-    let s = tab.doc.of_type("Selection")[0]["id"].as_str().unwrap().to_owned();
+    let s = tab.doc.of_type("Selection")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     tab.doc.attr(&s, "indices")
 }
 
@@ -20,20 +23,31 @@ async fn catalog_selection_and_plot_survive_a_restart() {
     let mut tether = Tether::start(dir.path(), &[app("examples/catalog.py")], &[]);
     let mut b = Browser::new();
     let mut tab = b.open(&tether.base, "catalog").await;
-    let sel = tab.doc.of_type("Selection")[0]["id"].as_str().unwrap().to_owned();
+    let sel = tab.doc.of_type("Selection")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     tab.set(&sel, "indices", json!([1, 3])).await;
     let plot = tab.doc.id_of("Button", "label", "Plot");
     tab.click(&plot).await;
-    tab.wait_for("plot", |d| d.titles().iter().any(|t| t == "beta, delta")).await;
+    tab.wait_for("plot", |d| d.titles().iter().any(|t| t == "beta, delta"))
+        .await;
     let old_session = tab.session_id.clone();
     tab.close().await;
 
     tether.restart();
     let tab = b.open(&tether.base, "catalog").await;
-    assert_ne!(tab.session_id, old_session, "a new session after the restart");
+    assert_ne!(
+        tab.session_id, old_session,
+        "a new session after the restart"
+    );
     // The very first pull already shows the restored selection and the re-drawn plot.
     assert_eq!(selection(&tab), json!([1, 3]));
-    assert!(tab.doc.titles().contains(&"beta, delta".to_owned()), "{:?}", tab.doc.titles());
+    assert!(
+        tab.doc.titles().contains(&"beta, delta".to_owned()),
+        "{:?}",
+        tab.doc.titles()
+    );
     assert_eq!(tab.doc.legend_labels(), vec!["beta", "delta"]);
     assert!(tether.wait_log("restored session", Duration::from_secs(5)));
 }
@@ -48,7 +62,10 @@ async fn change_widgets(tab: &mut Tab) {
         d.id_of("MultiChoice", "title", "multi_choice"),
         d.id_of("Checkbox", "label", "checkbox"),
         d.id_of("TextInput", "title", "text_input"),
-        d.of_type("RadioButtonGroup")[0]["id"].as_str().unwrap().to_owned(),
+        d.of_type("RadioButtonGroup")[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
         d.id_of("DatePicker", "title", "date_picker"),
         d.id_of("PasswordInput", "title", "password"),
         d.of_type("Tabs")[0]["id"].as_str().unwrap().to_owned(),
@@ -84,11 +101,23 @@ fn assert_widgets_restored(tab: &Tab) {
     assert_eq!(v("Slider", "title", "int_slider", "value"), json!(7));
     assert_eq!(v("Slider", "title", "float_slider", "value"), json!(0.85));
     assert_eq!(v("CustomSelect", "title", "select", "value"), json!("b"));
-    assert_eq!(v("MultiChoice", "title", "multi_choice", "value"), json!(["y", "z"]));
+    assert_eq!(
+        v("MultiChoice", "title", "multi_choice", "value"),
+        json!(["y", "z"])
+    );
     assert_eq!(v("Checkbox", "label", "checkbox", "active"), json!(true));
-    assert_eq!(v("TextInput", "title", "text_input", "value"), json!("world"));
-    assert_eq!(v("DatePicker", "title", "date_picker", "value"), json!("2025-03-04"));
-    let radio = d.of_type("RadioButtonGroup")[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        v("TextInput", "title", "text_input", "value"),
+        json!("world")
+    );
+    assert_eq!(
+        v("DatePicker", "title", "date_picker", "value"),
+        json!("2025-03-04")
+    );
+    let radio = d.of_type("RadioButtonGroup")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(d.attr(&radio, "active"), json!(2));
     let tabs = d.of_type("Tabs")[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(d.attr(&tabs, "active"), json!(2));
@@ -120,7 +149,11 @@ async fn every_common_widget_survives_a_restart_but_no_password() {
     change_widgets(&mut tab).await;
     tab.wait_for("summary", |_| true).await;
     tab.settle().await;
-    assert!(summary_text(&tab).contains(SUMMARY), "{}", summary_text(&tab));
+    assert!(
+        summary_text(&tab).contains(SUMMARY),
+        "{}",
+        summary_text(&tab)
+    );
     tab.close().await;
 
     tether.restart();
@@ -128,7 +161,10 @@ async fn every_common_widget_survives_a_restart_but_no_password() {
     assert_widgets_restored(&tab);
     let pw = tab.doc.id_of("PasswordInput", "title", "password");
     assert_ne!(tab.doc.attr(&pw, "value"), json!("hunter2-secret"));
-    assert!(!tab.doc.text().contains("hunter2"), "the password is not in the page");
+    assert!(
+        !tab.doc.text().contains("hunter2"),
+        "the password is not in the page"
+    );
     tether.stop();
     let stored = all_bytes(dir.path());
     assert!(!stored.is_empty());
@@ -148,7 +184,8 @@ async fn models_created_by_clicks_are_recreated() {
     let button = tab.doc.id_of("Button", "label", "Add plot");
     tab.click(&button).await;
     tab.click(&button).await;
-    tab.wait_for("two plots", |d| d.titles().contains(&"plot 2".to_owned())).await;
+    tab.wait_for("two plots", |d| d.titles().contains(&"plot 2".to_owned()))
+        .await;
     tab.close().await;
 
     tether.restart();
@@ -169,7 +206,8 @@ async fn plain_bokeh_app_restores() {
     let select = tab.doc.id_of("Select", "title", "color");
     tab.set(&slider, "value", json!(7)).await;
     tab.set(&select, "value", json!("blue")).await;
-    tab.wait_for("div", |d| d.text().contains("value=7 color=blue")).await;
+    tab.wait_for("div", |d| d.text().contains("value=7 color=blue"))
+        .await;
     tab.close().await;
 
     tether.restart();
@@ -216,8 +254,15 @@ async fn a_crashed_worker_loses_nothing() {
     assert!(tab.recv_within(Duration::from_secs(10)).await.is_none());
     // Health turns good again once the replacement worker is ready.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while common::bokeh::http_get(&tether.url("/.tether/health"), &[]).await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "worker restarted within 60 s");
+    while common::bokeh::http_get(&tether.url("/.tether/health"), &[])
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker restarted within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_ne!(tether.workers(), workers, "a new worker process");
@@ -238,7 +283,11 @@ async fn a_crashed_worker_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn live_ttl_expiry_restores_into_a_new_session() {
     let dir = tempdir();
-    let tether = Tether::start(dir.path(), &[app("tests/apps/plain_bokeh.py")], &["--live-ttl", "2s"]);
+    let tether = Tether::start(
+        dir.path(),
+        &[app("tests/apps/plain_bokeh.py")],
+        &["--live-ttl", "2s"],
+    );
     let mut b = Browser::new();
     let mut tab = b.open(&tether.base, "plain_bokeh").await;
     let slider = slider_id(&tab);
@@ -275,8 +324,15 @@ async fn an_edited_app_restores_what_still_fits() {
     let tab = b.open(&tether.base, "edited").await;
     let d = &tab.doc;
     assert_eq!(d.attr(&d.id_of("Slider", "title", "a"), "value"), json!(8));
-    assert_eq!(d.attr(&d.id_of("TextInput", "title", "t"), "value"), json!("kept"));
-    assert!(tether.wait_log("skipped=1", Duration::from_secs(5)), "{}", tether.stderr());
+    assert_eq!(
+        d.attr(&d.id_of("TextInput", "title", "t"), "value"),
+        json!("kept")
+    );
+    assert!(
+        tether.wait_log("skipped=1", Duration::from_secs(5)),
+        "{}",
+        tether.stderr()
+    );
 }
 
 #[test]
@@ -300,13 +356,23 @@ async fn forget_starts_fresh() {
     let slider = slider_id(&tab);
     tab.set(&slider, "value", json!(8)).await;
     tab.close().await;
-    let p = b.get(&tether.url("/.tether/forget?app=plain_bokeh"), &[]).await;
+    let p = b
+        .get(&tether.url("/.tether/forget?app=plain_bokeh"), &[])
+        .await;
     assert_eq!(p.status, 303);
     assert_eq!(p.headers["location"], "/plain_bokeh");
     let tab = b.open(&tether.base, "plain_bokeh").await;
-    assert_eq!(tab.doc.attr(&slider_id(&tab), "value"), json!(2), "the app's initial value");
+    assert_eq!(
+        tab.doc.attr(&slider_id(&tab), "value"),
+        json!(2),
+        "the app's initial value"
+    );
     tab.close().await;
     tether.restart();
     let tab = b.open(&tether.base, "plain_bokeh").await;
-    assert_eq!(tab.doc.attr(&slider_id(&tab), "value"), json!(2), "still the initial value");
+    assert_eq!(
+        tab.doc.attr(&slider_id(&tab), "value"),
+        json!(2),
+        "still the initial value"
+    );
 }
