@@ -370,6 +370,14 @@ async fn page(gw: &Gateway, app: &str, req: Request<Body>, peer: SocketAddr) -> 
     resp
 }
 
+/// True when the browser says the request came from another site. `SameSite=Lax` cookies
+/// still travel on cross-site top-level navigations, so a state-changing GET must check.
+fn cross_site(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+}
+
 fn index(gw: &Gateway) -> Response<Body> {
     if gw.apps.len() == 1 {
         return redirect(&format!("/{}", gw.apps[0]));
@@ -417,6 +425,10 @@ async fn ops(gw: &Gateway, op: &str, req: Request<Body>) -> Response<Body> {
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Body::from(gw.metrics.render(gw)))
             .expect("static response"),
+        "forget" if cross_site(req.headers()) => proxy::plain(
+            StatusCode::FORBIDDEN,
+            "Another site asked to forget your state, so nothing was changed; open /.tether/forget from this site.",
+        ),
         "forget" => {
             let app = req
                 .uri()

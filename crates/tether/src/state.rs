@@ -10,6 +10,9 @@ use crate::identity::UserId;
 use crate::record::{Entry, Log, LogLimits, Policy, PolicyError};
 use crate::store::{self, StateKey, Store, StoreError, Writer, WriterHandle};
 
+/// Most logs kept in memory; beyond it, logs no tab is using are dropped (they are saved).
+const MAX_LOGS_IN_MEMORY: usize = 50_000;
+
 /// Longest time from a recorded change to its durable write (plus one commit).
 pub const DURABILITY_WINDOW: Duration = Duration::from_millis(50);
 
@@ -73,10 +76,12 @@ impl States {
                 Log::new(self.limits)
             }
         };
-        self.logs
-            .lock()
-            .expect("logs lock")
-            .entry(key)
+        let mut logs = self.logs.lock().expect("logs lock");
+        if logs.len() >= MAX_LOGS_IN_MEMORY {
+            // Only this map holds them: no tab records into them, and their state is saved.
+            logs.retain(|_, log| Arc::strong_count(log) > 1);
+        }
+        logs.entry(key)
             .or_insert_with(|| Arc::new(Mutex::new(loaded)))
             .clone()
     }
