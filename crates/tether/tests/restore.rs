@@ -356,6 +356,14 @@ async fn forget_starts_fresh() {
     let slider = slider_id(&tab);
     tab.set(&slider, "value", json!(8)).await;
     tab.close().await;
+    // Another site cannot make the browser forget (SameSite=Lax cookies go along on links).
+    let p = b
+        .get(
+            &tether.url("/.tether/forget?app=plain_bokeh"),
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    assert_eq!(p.status, 403);
     let p = b
         .get(&tether.url("/.tether/forget?app=plain_bokeh"), &[])
         .await;
