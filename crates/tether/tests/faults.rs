@@ -77,18 +77,7 @@ async fn worker_killed_during_restore_loses_nothing() {
     while tab.recv_within(Duration::from_secs(20)).await.is_some() {}
     drop(tab);
     assert!(t.wait_log("worker exited; restarting", Duration::from_secs(10)));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while common::bokeh::http_get(&t.url("/.tether/health"), &[])
-        .await
-        .0
-        != 200
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "worker back within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    t.wait_healthy(Duration::from_secs(60)).await;
     let tab = b.open(&t.base, "button_output").await;
     assert_eq!(plot_count(&tab), 10, "{:?}", tab.doc.titles());
     // The replay re-ran the clicks exactly once in this session.

@@ -21,14 +21,6 @@ async fn select_and_plot(tab: &mut Tab, rows: &[u64], expect_title: &str) {
         .await;
 }
 
-fn selection_of(tab: &Tab) -> serde_json::Value {
-    let s = tab.doc.of_type("Selection")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    tab.doc.attr(&s, "indices")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn reattach_and_isolation() {
     let dir = tempdir();
@@ -72,7 +64,7 @@ async fn reattach_and_isolation() {
     .unwrap()
     .ready()
     .await;
-    assert_eq!(selection_of(&tab), json!([0, 2]));
+    assert_eq!(tab.doc.selection(), json!([0, 2]));
     assert!(
         tab.doc.titles().contains(&"alpha, gamma".to_owned()),
         "plot intact: {:?}",
@@ -88,7 +80,7 @@ async fn reattach_and_isolation() {
     let mut bob_tab = bob.open(&tether.base, "catalog").await;
     assert_ne!(bob.cookie, alice.cookie);
     assert_ne!(bob_tab.session_id, first_session);
-    let fresh = selection_of(&bob_tab);
+    let fresh = bob_tab.doc.selection();
     assert!(
         fresh.is_null() || fresh == json!([]),
         "default selection, got {fresh}"
@@ -98,7 +90,7 @@ async fn reattach_and_isolation() {
     second.settle().await;
     tab.settle().await;
     assert_eq!(
-        selection_of(&tab),
+        tab.doc.selection(),
         json!([0, 2]),
         "bob's change does not reach alice"
     );

@@ -7,15 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{app, tempdir, Browser, Tab, Tether};
-use serde_json::{json, Value};
-
-fn selection(tab: &Tab) -> Value {
-    let s = tab.doc.of_type("Selection")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    tab.doc.attr(&s, "indices")
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_selection_and_plot_survive_a_restart() {
@@ -42,7 +34,7 @@ async fn catalog_selection_and_plot_survive_a_restart() {
         "a new session after the restart"
     );
     // The very first pull already shows the restored selection and the re-drawn plot.
-    assert_eq!(selection(&tab), json!([1, 3]));
+    assert_eq!(tab.doc.selection(), json!([1, 3]));
     assert!(
         tab.doc.titles().contains(&"beta, delta".to_owned()),
         "{:?}",
@@ -253,18 +245,7 @@ async fn a_crashed_worker_loses_nothing() {
     // The open tab loses its connection.
     assert!(tab.recv_within(Duration::from_secs(10)).await.is_none());
     // Health turns good again once the replacement worker is ready.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while common::bokeh::http_get(&tether.url("/.tether/health"), &[])
-        .await
-        .0
-        != 200
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "worker restarted within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tether.wait_healthy(Duration::from_secs(60)).await;
     assert_ne!(tether.workers(), workers, "a new worker process");
     // Trap 2: the tab reconnects with its old token; the session is gone from the worker,
     // so the gateway restores it instead of serving an empty document.

@@ -106,6 +106,15 @@ impl Doc {
         serde_json::to_string(&self.models).unwrap()
     }
 
+    /// The Tabulator's selected row indices (the first `Selection` model).
+    pub fn selection(&self) -> Value {
+        let id = self.of_type("Selection")[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.attr(&id, "indices")
+    }
+
     /// Texts of every `Title` model: HoloViews puts the overlay title there.
     pub fn titles(&self) -> Vec<String> {
         self.of_type("Title")

@@ -156,6 +156,15 @@ impl Tether {
         format!("{}{path}", self.base)
     }
 
+    /// Waits until `/.tether/health` answers 200, as it does once a worker is ready.
+    pub async fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while bokeh::http_get(&self.url("/.tether/health"), &[]).await.0 != 200 {
+            assert!(Instant::now() < deadline, "healthy within {within:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until the log has a line containing `needle`.
     pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
