@@ -7,7 +7,7 @@ VENV   := .venv
 VPY    := $(VENV)/bin/python
 export TETHER_PYTHON := $(abspath $(VPY))
 
-.PHONY: all build venv system-deps demo test e2e clean
+.PHONY: all build venv system-deps demo test e2e bench clean
 
 all: build
 
@@ -40,6 +40,10 @@ test: venv system-deps
 # Screenshots land in target/e2e/.
 e2e: venv build
 	bash scripts/e2e.sh
+
+# Three-way benchmark (direct panel serve, tether, nginx) on loopback; writes target/bench/.
+bench: venv
+	bash scripts/bench.sh
 
 clean:
 	cargo clean
