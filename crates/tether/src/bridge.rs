@@ -20,6 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::identity;
 use crate::proxy;
+use crate::registry::Context;
 use crate::server::{ConnectionPermit, Gateway};
 use crate::tap::{Out, Tap};
 use crate::token;
@@ -108,15 +109,13 @@ pub async fn accept(
         );
     };
     let has_state = gw.states.has_state(&user, &app).await;
-    let attach = gw.registry.connect(
-        &tok.session_id,
-        &user,
-        &app,
-        Instant::now(),
-        &|w| gw.generation(w),
-        gw.least_loaded(),
+    let cx = Context {
+        now: Instant::now(),
+        generation: &|w| gw.generation(w),
+        worker: gw.least_loaded(),
         has_state,
-    );
+    };
+    let attach = gw.registry.connect(&tok.session_id, &user, &app, &cx);
     let session_id = tok.session_id.clone();
     let release = |gw: &Gateway| gw.registry.disconnect(&session_id, Instant::now());
     let port = gw.endpoint(attach.worker).port;

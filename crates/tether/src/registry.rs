@@ -51,6 +51,18 @@ pub struct Attach {
     pub restore: bool,
 }
 
+/// What the registry needs to know about the moment and the workers for one decision.
+pub struct Context<'a> {
+    /// Now; passed in so tests can use paused time.
+    pub now: Instant,
+    /// A worker slot's current incarnation.
+    pub generation: &'a (dyn Fn(usize) -> u64 + Sync),
+    /// The slot for a session created by this decision.
+    pub worker: usize,
+    /// Whether the user has saved state, so a new session needs a restore.
+    pub has_state: bool,
+}
+
 /// All live sessions of this gateway. Time is passed in, so tests can use paused time.
 pub struct Registry {
     /// Sessions by signed id.
@@ -76,18 +88,15 @@ impl Registry {
 
     /// Chooses the session for a page: an idle live one of this (user, app), else a new one.
     ///
-    /// `mint` makes a new signed id; `worker` is the slot for a new session; `generation`
-    /// gives a slot's current incarnation; `has_state` says whether a new session needs a restore.
+    /// `mint` makes a new signed id, called only when a new session is needed.
     pub fn page(
         &self,
         user: &UserId,
         app: &str,
-        now: Instant,
-        generation: &dyn Fn(usize) -> u64,
+        cx: &Context<'_>,
         mint: impl FnOnce() -> String,
-        worker: usize,
-        has_state: bool,
     ) -> Page {
+        let (now, generation, has_state) = (cx.now, cx.generation, cx.has_state);
         let mut sessions = self.sessions.lock().expect("registry lock");
         sessions.retain(|_, s| self.alive(s, now, generation));
         let idle = sessions.iter_mut().find(|(_, s)| {
@@ -104,7 +113,7 @@ impl Registry {
             };
         }
         let session_id = mint();
-        let w = worker;
+        let w = cx.worker;
         sessions.insert(
             session_id.clone(),
             Live {
@@ -128,23 +137,15 @@ impl Registry {
     ///
     /// A session this registry does not know, or whose worker restarted, is gone from the worker
     /// (DESIGN.md, trap 2): it is adopted, placed on `worker`, and marked for restore.
-    pub fn connect(
-        &self,
-        session_id: &str,
-        user: &UserId,
-        app: &str,
-        now: Instant,
-        generation: &dyn Fn(usize) -> u64,
-        worker: usize,
-        has_state: bool,
-    ) -> Attach {
+    pub fn connect(&self, session_id: &str, user: &UserId, app: &str, cx: &Context<'_>) -> Attach {
+        let (now, generation, has_state) = (cx.now, cx.generation, cx.has_state);
         let mut sessions = self.sessions.lock().expect("registry lock");
         let live = sessions
             .entry(session_id.to_owned())
             .or_insert_with(|| Live {
                 user: user.clone(),
                 app: app.to_owned(),
-                worker,
+                worker: cx.worker,
                 generation: 0,
                 connections: 0,
                 reserved_until: None,
@@ -222,8 +223,21 @@ mod tests {
         1
     }
 
+    fn cx(
+        now: Instant,
+        generation: &(dyn Fn(usize) -> u64 + Sync),
+        has_state: bool,
+    ) -> Context<'_> {
+        Context {
+            now,
+            generation,
+            worker: 0,
+            has_state,
+        }
+    }
+
     fn page(r: &Registry, u: &UserId, id: &str, now: Instant) -> Page {
-        r.page(u, "app", now, &gen1, || id.to_owned(), 0, false)
+        r.page(u, "app", &cx(now, &gen1, false), || id.to_owned())
     }
 
     #[tokio::test(start_paused = true)]
@@ -233,11 +247,11 @@ mod tests {
         let t0 = Instant::now();
         assert!(matches!(page(&r, &u, "s1", t0), Page::Fresh { .. }));
         // The page's websocket connects; a second tab meanwhile gets its own session.
-        r.connect("s1", &u, "app", t0, &gen1, 0, false);
+        r.connect("s1", &u, "app", &cx(t0, &gen1, false));
         assert!(
             matches!(page(&r, &u, "s2", t0), Page::Fresh { session_id, .. } if session_id == "s2")
         );
-        r.connect("s2", &u, "app", t0, &gen1, 0, false);
+        r.connect("s2", &u, "app", &cx(t0, &gen1, false));
         // Tab 1 closes; reopening reattaches to s1.
         r.disconnect("s1", t0);
         let t1 = t0 + Duration::from_secs(60);
@@ -258,7 +272,7 @@ mod tests {
         let u = UserId::random();
         let t0 = Instant::now();
         page(&r, &u, "s1", t0);
-        r.connect("s1", &u, "app", t0, &gen1, 0, false);
+        r.connect("s1", &u, "app", &cx(t0, &gen1, false));
         r.disconnect("s1", t0);
         let later = t0 + TTL + Duration::from_secs(1);
         assert!(matches!(page(&r, &u, "s2", later), Page::Fresh { .. }));
@@ -270,7 +284,7 @@ mod tests {
         let (a, b) = (UserId::random(), UserId::random());
         let t0 = Instant::now();
         page(&r, &a, "sa", t0);
-        r.connect("sa", &a, "app", t0, &gen1, 0, false);
+        r.connect("sa", &a, "app", &cx(t0, &gen1, false));
         r.disconnect("sa", t0);
         assert!(matches!(page(&r, &b, "sb", t0), Page::Fresh { .. }));
     }
@@ -281,16 +295,16 @@ mod tests {
         let u = UserId::random();
         let t0 = Instant::now();
         page(&r, &u, "s1", t0);
-        assert!(!r.connect("s1", &u, "app", t0, &gen1, 0, true).restore);
+        assert!(!r.connect("s1", &u, "app", &cx(t0, &gen1, true)).restore);
         r.disconnect("s1", t0);
         let gen2 = |_: usize| 2;
         // A page after the restart is a fresh session that needs restoring.
-        let p = r.page(&u, "app", t0, &gen2, || "s2".into(), 0, true);
+        let p = r.page(&u, "app", &cx(t0, &gen2, true), || "s2".into());
         assert!(matches!(p, Page::Fresh { .. }));
-        assert!(r.connect("s2", &u, "app", t0, &gen2, 0, true).restore);
+        assert!(r.connect("s2", &u, "app", &cx(t0, &gen2, true)).restore);
         // An open tab that reconnects its old session after the restart is restored too.
-        assert!(r.connect("s1", &u, "app", t0, &gen2, 0, true).restore);
+        assert!(r.connect("s1", &u, "app", &cx(t0, &gen2, true)).restore);
         // Unknown (for example, minted before the gateway restarted) sessions are adopted.
-        assert!(r.connect("s9", &u, "app", t0, &gen2, 0, true).restore);
+        assert!(r.connect("s9", &u, "app", &cx(t0, &gen2, true)).restore);
     }
 }

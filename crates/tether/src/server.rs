@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::identity::{self, UserId};
 use crate::proxy::{self, UpstreamClient};
-use crate::registry::{Page, Registry};
+use crate::registry::{Context, Page, Registry};
 use crate::secret::{Keys, Secret, SecretError};
 use crate::worker::{self, Endpoint, WorkerError, WorkerSpec};
 use crate::{bridge, metrics::Metrics, state::States, token};
@@ -221,7 +221,7 @@ async fn accept_loop(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             gw.connections_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if last_refusal_log.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+            if last_refusal_log.map_or(true, |t| t.elapsed() > std::time::Duration::from_secs(10)) {
                 tracing::warn!(
                     max = limits.max_connections,
                     "connection limit reached; refusing new connections"
@@ -338,15 +338,15 @@ async fn page(gw: &Gateway, app: &str, req: Request<Body>, peer: SocketAddr) -> 
     let is_new = known.is_none();
     let user = known.unwrap_or_else(UserId::random);
     let has_state = gw.states.has_state(&user, app).await;
-    let choice = gw.registry.page(
-        &user,
-        app,
-        Instant::now(),
-        &|w| gw.generation(w),
-        || token::mint_session_id(&gw.keys, user.as_str(), app),
-        gw.least_loaded(),
+    let cx = Context {
+        now: Instant::now(),
+        generation: &|w| gw.generation(w),
+        worker: gw.least_loaded(),
         has_state,
-    );
+    };
+    let choice = gw.registry.page(&user, app, &cx, || {
+        token::mint_session_id(&gw.keys, user.as_str(), app)
+    });
     let (session_id, worker, reattach) = match choice {
         Page::Reattach { session_id, worker } => (session_id, worker, true),
         Page::Fresh { session_id, worker } => (session_id, worker, false),

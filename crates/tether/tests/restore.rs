@@ -289,7 +289,7 @@ async fn an_edited_app_restores_what_still_fits() {
     // Version 2 drops the Select and adds a Checkbox in its place, of another type.
     let v2 = "import panel as pn\npn.Column(pn.widgets.IntSlider(name='a', end=10), pn.widgets.TextInput(name='t'), pn.widgets.Checkbox(name='c'), pn.widgets.FloatSlider(name='new')).servable()\n";
     std::fs::write(&script, v1).unwrap();
-    let mut tether = Tether::start(dir.path(), &[script.clone()], &[]);
+    let mut tether = Tether::start(dir.path(), std::slice::from_ref(&script), &[]);
     let mut b = Browser::new();
     let mut tab = b.open(&tether.base, "edited").await;
     let a = tab.doc.id_of("Slider", "title", "a");
