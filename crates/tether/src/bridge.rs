@@ -114,6 +114,7 @@ pub async fn accept(
         generation: &|w| gw.generation(w),
         worker: gw.least_loaded(),
         has_state,
+        may_wait: false,
     };
     let attach = gw.registry.connect(&tok.session_id, &user, &app, &cx);
     let session_id = tok.session_id.clone();
@@ -156,7 +157,14 @@ pub async fn accept(
     let permit = req.extensions_mut().remove::<ConnectionPermit>();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let log = gw.states.log(&user, &app).await;
-    let tap = Tap::new(gw.clone(), user.clone(), app.clone(), log, attach.restore);
+    let tap = Tap::new(
+        gw.clone(),
+        user.clone(),
+        app.clone(),
+        tok.session_id.clone(),
+        log,
+        attach.restore,
+    );
     let gw2 = gw.clone();
     tokio::spawn(async move {
         match on_upgrade.await {

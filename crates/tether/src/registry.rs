@@ -31,6 +31,10 @@ struct Live {
     idle_since: Instant,
     /// The worker session is fresh and the user has saved state: replay before relaying.
     restore: bool,
+    /// The (user, app) history version this session's document reflects. A session behind
+    /// the current version (another tab recorded since) is never reattached: it would show
+    /// an older state.
+    synced: u64,
 }
 
 /// What a page request gets.
@@ -40,6 +44,9 @@ pub enum Page {
     Reattach { session_id: String, worker: usize },
     /// A new session, minted by the caller.
     Fresh { session_id: String, worker: usize },
+    /// The user's up-to-date session is still connected, probably to the tab being reloaded,
+    /// whose websocket closes in a moment: ask again shortly.
+    Busy,
 }
 
 /// What a websocket gets.
@@ -61,20 +68,41 @@ pub struct Context<'a> {
     pub worker: usize,
     /// Whether the user has saved state, so a new session needs a restore.
     pub has_state: bool,
+    /// A page may be told to wait for the user's connected session to come free.
+    pub may_wait: bool,
+}
+
+impl Inner {
+    fn version(&self, user: &UserId, app: &str) -> u64 {
+        // One lookup per page; the key is cloned only for the map's sake.
+        self.versions
+            .get(&(user.clone(), app.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// All live sessions of this gateway. Time is passed in, so tests can use paused time.
 pub struct Registry {
-    /// Sessions by signed id.
-    sessions: Mutex<HashMap<String, Live>>,
+    /// Sessions by signed id, and each (user, app)'s history version.
+    inner: Mutex<Inner>,
     /// How long an unconnected session is kept for reattach (`--live-ttl`).
     live_ttl: Duration,
+}
+
+/// The registry's state, under one lock.
+#[derive(Default)]
+struct Inner {
+    /// Sessions by signed id.
+    sessions: HashMap<String, Live>,
+    /// Changes recorded per (user, app) so far: the version of its history.
+    versions: HashMap<(UserId, String), u64>,
 }
 
 impl Registry {
     pub fn new(live_ttl: Duration) -> Registry {
         Registry {
-            sessions: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
             live_ttl,
         }
     }
@@ -97,20 +125,27 @@ impl Registry {
         mint: impl FnOnce() -> String,
     ) -> Page {
         let (now, generation, has_state) = (cx.now, cx.generation, cx.has_state);
-        let mut sessions = self.sessions.lock().expect("registry lock");
+        let mut inner = self.inner.lock().expect("registry lock");
+        let version = inner.version(user, app);
+        let sessions = &mut inner.sessions;
         sessions.retain(|_, s| self.alive(s, now, generation));
-        let idle = sessions.iter_mut().find(|(_, s)| {
-            s.user == *user
-                && s.app == app
-                && s.connections == 0
-                && !s.reserved_until.is_some_and(|t| t > now)
-        });
+        let mine = |s: &Live| s.user == *user && s.app == app && s.synced == version;
+        // The most recently used up-to-date session that no tab holds.
+        let idle = sessions
+            .iter_mut()
+            .filter(|(_, s)| {
+                mine(s) && s.connections == 0 && !s.reserved_until.is_some_and(|t| t > now)
+            })
+            .max_by_key(|(_, s)| s.idle_since);
         if let Some((id, s)) = idle {
             s.reserved_until = Some(now + RESERVATION);
             return Page::Reattach {
                 session_id: id.clone(),
                 worker: s.worker,
             };
+        }
+        if cx.may_wait && sessions.values().any(|s| mine(s) && s.connections > 0) {
+            return Page::Busy;
         }
         let session_id = mint();
         let w = cx.worker;
@@ -125,6 +160,7 @@ impl Registry {
                 reserved_until: Some(now + RESERVATION),
                 idle_since: now,
                 restore: has_state,
+                synced: version,
             },
         );
         Page::Fresh {
@@ -139,8 +175,10 @@ impl Registry {
     /// (DESIGN.md, trap 2): it is adopted, placed on `worker`, and marked for restore.
     pub fn connect(&self, session_id: &str, user: &UserId, app: &str, cx: &Context<'_>) -> Attach {
         let (now, generation, has_state) = (cx.now, cx.generation, cx.has_state);
-        let mut sessions = self.sessions.lock().expect("registry lock");
-        let live = sessions
+        let mut inner = self.inner.lock().expect("registry lock");
+        let version = inner.version(user, app);
+        let live = inner
+            .sessions
             .entry(session_id.to_owned())
             .or_insert_with(|| Live {
                 user: user.clone(),
@@ -151,6 +189,7 @@ impl Registry {
                 reserved_until: None,
                 idle_since: now,
                 restore: false,
+                synced: 0,
             });
         let current = generation(live.worker);
         if live.generation != current
@@ -162,6 +201,11 @@ impl Registry {
             live.generation = current;
             live.restore = has_state;
         }
+        if live.restore || !has_state {
+            // A restore replays the whole history as of now; with no history there is nothing
+            // to be behind on.
+            live.synced = version;
+        }
         live.connections += 1;
         live.reserved_until = None;
         Attach {
@@ -170,10 +214,22 @@ impl Registry {
         }
     }
 
+    /// Changes were recorded through this session: its (user, app) history moved on, and
+    /// this session is the one that reflects it.
+    pub fn recorded(&self, session_id: &str, changes: usize) {
+        let mut inner = self.inner.lock().expect("registry lock");
+        let Inner { sessions, versions } = &mut *inner;
+        if let Some(s) = sessions.get_mut(session_id) {
+            let v = versions.entry((s.user.clone(), s.app.clone())).or_default();
+            *v += changes as u64;
+            s.synced = *v;
+        }
+    }
+
     /// A websocket ended.
     pub fn disconnect(&self, session_id: &str, now: Instant) {
-        let mut sessions = self.sessions.lock().expect("registry lock");
-        if let Some(s) = sessions.get_mut(session_id) {
+        let mut inner = self.inner.lock().expect("registry lock");
+        if let Some(s) = inner.sessions.get_mut(session_id) {
             s.connections = s.connections.saturating_sub(1);
             s.idle_since = now;
         }
@@ -181,7 +237,9 @@ impl Registry {
 
     /// Drops every session of a user (the `/.tether/forget` endpoint). Returns the ids dropped.
     pub fn forget(&self, user: &UserId) -> Vec<(String, usize)> {
-        let mut sessions = self.sessions.lock().expect("registry lock");
+        let mut inner = self.inner.lock().expect("registry lock");
+        inner.versions.retain(|(u, _), _| u != user);
+        let sessions = &mut inner.sessions;
         let gone: Vec<(String, usize)> = sessions
             .iter()
             .filter(|(_, s)| s.user == *user)
@@ -195,16 +253,17 @@ impl Registry {
 
     /// Counts for metrics: (live sessions, connected tabs).
     pub fn counts(&self) -> (usize, usize) {
-        let sessions = self.sessions.lock().expect("registry lock");
+        let inner = self.inner.lock().expect("registry lock");
+        let sessions = &inner.sessions;
         let tabs = sessions.values().map(|s| s.connections).sum();
         (sessions.len(), tabs)
     }
 
     /// Live sessions per worker slot, for least-loaded placement.
     pub fn load(&self, slots: usize) -> Vec<usize> {
-        let sessions = self.sessions.lock().expect("registry lock");
+        let inner = self.inner.lock().expect("registry lock");
         let mut load = vec![0; slots];
-        for s in sessions.values() {
+        for s in inner.sessions.values() {
             if let Some(l) = load.get_mut(s.worker) {
                 *l += 1;
             }
@@ -233,6 +292,7 @@ mod tests {
             generation,
             worker: 0,
             has_state,
+            may_wait: false,
         }
     }
 
@@ -306,5 +366,37 @@ mod tests {
         assert!(r.connect("s1", &u, "app", &cx(t0, &gen2, true)).restore);
         // Unknown (for example, minted before the gateway restarted) sessions are adopted.
         assert!(r.connect("s9", &u, "app", &cx(t0, &gen2, true)).restore);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_up_to_date_session_is_reattached() {
+        let r = Registry::new(TTL);
+        let u = UserId::random();
+        let t0 = Instant::now();
+        page(&r, &u, "s1", t0);
+        r.connect("s1", &u, "app", &cx(t0, &gen1, false));
+        // A reload: the new page arrives while s1 is still connected.
+        let mut waiting = cx(t0, &gen1, true);
+        waiting.may_wait = true;
+        assert_eq!(r.page(&u, "app", &waiting, || "x".into()), Page::Busy);
+        // Past the wait, a second tab gets its own session, restored from the history.
+        let p = r.page(&u, "app", &cx(t0, &gen1, true), || "s2".into());
+        assert!(matches!(p, Page::Fresh { .. }));
+        assert!(r.connect("s2", &u, "app", &cx(t0, &gen1, true)).restore);
+        // Tab 2 records a change; tab 1 (s1) is now behind.
+        r.recorded("s2", 1);
+        r.disconnect("s1", t0);
+        r.disconnect("s2", t0 + Duration::from_secs(1));
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(
+            page(&r, &u, "s3", later),
+            Page::Reattach {
+                session_id: "s2".into(),
+                worker: 0
+            },
+            "the session with the newest history, never the stale one"
+        );
+        // With s2 reserved, the stale s1 is still not offered: a restored one is made.
+        assert!(matches!(page(&r, &u, "s4", later), Page::Fresh { .. }));
     }
 }

@@ -332,24 +332,38 @@ fn restarting() -> Response<Body> {
     )
 }
 
+/// How long a page waits for the user's connected session to be released by a reloading tab.
+/// A real second tab pays this once; a reload saves a whole new session.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// An app page: choose the user's live session or a new one, and pin the worker to it.
 async fn page(gw: &Gateway, app: &str, req: Request<Body>, peer: SocketAddr) -> Response<Body> {
     let known = identity::from_headers(req.headers(), &gw.keys.cookie);
     let is_new = known.is_none();
     let user = known.unwrap_or_else(UserId::random);
     let has_state = gw.states.has_state(&user, app).await;
-    let cx = Context {
-        now: Instant::now(),
-        generation: &|w| gw.generation(w),
-        worker: gw.least_loaded(),
-        has_state,
+    // A reload reaches us before the old tab's websocket has closed; give it a moment, so the
+    // reload reattaches instead of starting (and restoring) yet another session.
+    let waited_until = Instant::now() + RELOAD_WAIT;
+    let choice = loop {
+        let cx = Context {
+            now: Instant::now(),
+            generation: &|w| gw.generation(w),
+            worker: gw.least_loaded(),
+            has_state,
+            may_wait: Instant::now() < waited_until,
+        };
+        match gw.registry.page(&user, app, &cx, || {
+            token::mint_session_id(&gw.keys, user.as_str(), app)
+        }) {
+            Page::Busy => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+            other => break other,
+        }
     };
-    let choice = gw.registry.page(&user, app, &cx, || {
-        token::mint_session_id(&gw.keys, user.as_str(), app)
-    });
     let (session_id, worker, reattach) = match choice {
         Page::Reattach { session_id, worker } => (session_id, worker, true),
         Page::Fresh { session_id, worker } => (session_id, worker, false),
+        Page::Busy => unreachable!("the loop above waits out Busy"),
     };
     let port = gw.endpoint(worker).port;
     if port == 0 {

@@ -30,6 +30,8 @@ pub struct Tap {
     user: UserId,
     /// Which app.
     app: String,
+    /// The worker session, so the registry knows which session reflects recorded history.
+    session_id: String,
     /// The (user, app) state log this connection records into.
     log: SharedLog,
     /// The worker session is fresh and must be restored before relaying.
@@ -45,11 +47,19 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub fn new(gw: Arc<Gateway>, user: UserId, app: String, log: SharedLog, restore: bool) -> Tap {
+    pub fn new(
+        gw: Arc<Gateway>,
+        user: UserId,
+        app: String,
+        session_id: String,
+        log: SharedLog,
+        restore: bool,
+    ) -> Tap {
         Tap {
             gw,
             user,
             app,
+            session_id,
             log,
             restore,
             graph: None,
@@ -118,10 +128,14 @@ impl Tap {
         };
         match record(graph, msg.content(), &self.gw.states.policy) {
             Ok(entries) => {
+                if entries.is_empty() {
+                    return Ok(());
+                }
                 self.gw
                     .metrics
                     .changes_recorded
                     .fetch_add(entries.len() as u64, Relaxed);
+                self.gw.registry.recorded(&self.session_id, entries.len());
                 self.gw
                     .states
                     .record(&self.user, &self.app, &self.log, entries);
