@@ -1,0 +1,536 @@
+//! Scale-out through real gateways: several workers behind one gateway, several gateways on
+//! one `redis-server`, crashes of workers, gateways and Redis, draining on SIGTERM, and the
+//! `/.tether/health` and `/.tether/metrics` endpoints that report on all of it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{app, tempdir, Browser, Tab, Tether};
+use futures_util::StreamExt;
+use serde_json::json;
+
+const APP: &str = "plain_bokeh";
+
+fn plain() -> Vec<std::path::PathBuf> {
+    vec![app("tests/apps/plain_bokeh.py")]
+}
+
+fn slider_id(tab: &Tab) -> String {
+    tab.doc.id_of("Slider", "title", "value")
+}
+
+/// The slider's value as the tab's document shows it.
+fn slider(tab: &Tab) -> serde_json::Value {
+    tab.doc.attr(&slider_id(tab), "value")
+}
+
+/// Sets the slider and waits until the app's callback has redrawn the div.
+async fn set_slider(tab: &mut Tab, value: u64) {
+    let id = slider_id(tab);
+    tab.set(&id, "value", json!(value)).await;
+    let shown = format!("value={value} ");
+    tab.wait_for("the div to show the value", |d| d.text().contains(&shown))
+        .await;
+}
+
+/// Loads the page again and connects its websocket; returns the page's session id too.
+async fn reopen(b: &mut Browser, base: &str) -> (String, Tab) {
+    let page = b.get(&format!("{base}/{APP}"), &[]).await;
+    assert_eq!(page.status, 200, "page status; body: {}", page.html);
+    let token = page.token.clone().expect("page has a token");
+    let tab = Tab::connect(base, APP, &token, b.cookie.as_deref())
+        .await
+        .expect("websocket opens")
+        .ready()
+        .await;
+    (page.session_id(), tab)
+}
+
+/// `/.tether/metrics`, checked to be Prometheus text: every sample belongs to a family
+/// announced by `# HELP` and `# TYPE`, and every value is a number. Keyed by
+/// `name` or `name{labels}`.
+async fn metrics(t: &Tether) -> HashMap<String, f64> {
+    let (status, headers, body) = common::bokeh::http_get(&t.url("/.tether/metrics"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let ct = headers["content-type"].to_str().unwrap();
+    assert!(ct.starts_with("text/plain"), "content type {ct}");
+    let (mut helped, mut typed) = (Vec::new(), Vec::new());
+    let mut samples = HashMap::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP has text");
+            assert!(!help.trim().is_empty(), "empty help: {line}");
+            helped.push(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE has a kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                kind != "counter" || name.ends_with("_total"),
+                "counter without _total: {line}"
+            );
+            typed.push(name.to_owned());
+        } else {
+            assert!(!line.starts_with('#'), "unknown comment: {line}");
+            let (key, value) = line.rsplit_once(' ').expect("sample has a value");
+            let name = key.split('{').next().unwrap();
+            assert!(name.starts_with("tether_"), "{line}");
+            assert!(
+                typed.last().map(String::as_str) == Some(name)
+                    && helped.contains(&typed[typed.len() - 1]),
+                "sample outside its family's HELP/TYPE: {line}"
+            );
+            if key.contains('{') {
+                assert!(key.ends_with("\"}"), "labels: {line}");
+            }
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {line}"));
+            assert!(
+                samples.insert(key.to_owned(), value).is_none(),
+                "twice: {line}"
+            );
+        }
+    }
+    samples
+}
+
+fn metric(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key)
+        .unwrap_or_else(|| panic!("no {key} in /.tether/metrics: {m:?}"))
+}
+
+/// Waits (bounded) until a metric satisfies `pred`; returns the last metrics read.
+async fn wait_metric(
+    t: &Tether,
+    key: &str,
+    within: Duration,
+    pred: impl Fn(f64) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let m = metrics(t).await;
+        if pred(metric(&m, key)) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} = {} after {within:?}",
+            metric(&m, key)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The process id of worker slot `index`, from its latest "worker ready" log line.
+fn worker_pid(t: &Tether, index: usize) -> u32 {
+    let slot = format!("worker={index} ");
+    t.stderr()
+        .lines()
+        .rev()
+        .filter(|l| l.contains("worker ready") && l.contains(&slot))
+        .filter_map(|l| l.split("pid=").nth(1))
+        .find_map(|p| p.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no `worker ready` line for worker {index}"))
+}
+
+/// How many log lines contain `needle`.
+fn log_count(t: &Tether, needle: &str) -> usize {
+    t.stderr().lines().filter(|l| l.contains(needle)).count()
+}
+
+/// 20 users on two workers: each reopen is the same live session with its value, users are
+/// spread over both workers, and health and metrics say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_users_stay_on_their_sessions_across_two_workers() {
+    const USERS: u64 = 20;
+    let dir = tempdir();
+    let tether = Tether::start(dir.path(), &plain(), &["--workers", "2"]);
+    let base = tether.base.clone();
+    let user = |i: u64| {
+        let base = base.clone();
+        async move {
+            let mut b = Browser::new();
+            let mut tab = b.open(&base, APP).await;
+            let first = tab.session_id.clone();
+            let value = 3 + i % 8;
+            set_slider(&mut tab, value).await;
+            tab.close().await;
+            let (session, tab) = reopen(&mut b, &base).await;
+            assert_eq!(session, first, "user {i}: a reopen reattaches");
+            assert_eq!(slider(&tab), json!(value), "user {i}: value on reopen");
+            tab.close().await;
+        }
+    };
+    // At most five users at a time: the machine is small, and the point is stickiness.
+    futures_util::stream::iter(0..USERS)
+        .map(user)
+        .buffer_unordered(5)
+        .collect::<Vec<()>>()
+        .await;
+
+    let (status, _, body) = common::bokeh::http_get(&tether.url("/.tether/health"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let m = wait_metric(
+        &tether,
+        "tether_connected_tabs",
+        Duration::from_secs(5),
+        |v| v == 0.0,
+    )
+    .await;
+    let users = USERS as f64;
+    assert_eq!(metric(&m, "tether_live_sessions"), users);
+    assert_eq!(metric(&m, "tether_pages_fresh_total"), users);
+    assert_eq!(metric(&m, "tether_pages_reattached_total"), users);
+    assert_eq!(metric(&m, "tether_restores_total"), 0.0);
+    assert!(metric(&m, "tether_changes_recorded_total") >= users);
+    let on = [0, 1].map(|w| metric(&m, &format!("tether_worker_sessions{{worker=\"{w}\"}}")));
+    assert_eq!(on[0] + on[1], users, "per-worker sessions {on:?}");
+    assert!(
+        (on[0] - on[1]).abs() <= 4.0,
+        "least-loaded placement spreads users: {on:?}"
+    );
+    for w in [0, 1] {
+        assert_eq!(
+            metric(&m, &format!("tether_worker_up{{worker=\"{w}\"}}")),
+            1.0
+        );
+        assert_eq!(
+            metric(
+                &m,
+                &format!("tether_worker_restarts_total{{worker=\"{w}\"}}")
+            ),
+            0.0
+        );
+    }
+    for key in [
+        "tether_restore_steps_applied_total",
+        "tether_restore_steps_skipped_total",
+        "tether_store_write_errors_total",
+        "tether_store_snapshots_dropped_total",
+        "tether_store_pending_snapshots",
+    ] {
+        assert_eq!(metric(&m, key), 0.0, "{key}");
+    }
+    assert!(metric(&m, "tether_store_snapshots_written_total") >= users);
+    assert!(metric(&m, "tether_store_batches_written_total") >= 1.0);
+    let latency = metric(&m, "tether_store_write_latency_seconds");
+    assert!(
+        (0.0..5.0).contains(&latency),
+        "write latency {latency} s (a 50 ms window plus one commit)"
+    );
+}
+
+fn color(tab: &Tab) -> serde_json::Value {
+    tab.doc
+        .attr(&tab.doc.id_of("Select", "title", "color"), "value")
+}
+
+async fn set_color(tab: &mut Tab, value: &str) {
+    let id = tab.doc.id_of("Select", "title", "color");
+    tab.set(&id, "value", json!(value)).await;
+    let shown = format!("color={value}");
+    tab.wait_for("the div to show the color", |d| d.text().contains(&shown))
+        .await;
+}
+
+/// Two gateways with one Redis and one secret are one service. A user of gateway A, which is
+/// then killed, gets their state restored through gateway B. Another user bounces A -> B -> A
+/// (a load balancer without stickiness): each gateway shows what they did on the other, and
+/// neither overwrites the other's changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_on_one_redis_are_one_service() {
+    let redis = RedisServer::start();
+    let shared = tempdir();
+    let secret = shared.path().join("secret").display().to_string();
+    let url = redis.url();
+    let args = ["--state", url.as_str(), "--secret-file", secret.as_str()];
+    let (dir_a, dir_b) = (tempdir(), tempdir());
+    let mut a = Tether::start(dir_a.path(), &plain(), &args);
+    let mut b = Tether::start(dir_b.path(), &plain(), &args);
+
+    // The bouncing user: slider on A, colour on B, slider again on A.
+    let mut bouncer = Browser::new();
+    let mut tab = bouncer.open(&a.base, APP).await;
+    set_slider(&mut tab, 7).await;
+    tab.close().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, mut tab) = reopen(&mut bouncer, &b.base).await;
+    assert_eq!(slider(&tab), json!(7), "A's change, restored on B");
+    set_color(&mut tab, "blue").await;
+    tab.close().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, mut tab) = reopen(&mut bouncer, &a.base).await;
+    let back_on_a = color(&tab);
+    set_slider(&mut tab, 9).await;
+    tab.close().await;
+
+    // The moving user: changes on A, whose process then dies.
+    let mut mover = Browser::new();
+    let mut tab = mover.open(&a.base, APP).await;
+    let on_a = tab.session_id.clone();
+    set_slider(&mut tab, 4).await;
+    set_color(&mut tab, "green").await;
+    // Writes are batched within 50 ms; leave them well over that before the crash.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.kill9();
+    drop(tab);
+    mover.last_set_cookie = None;
+    let (session, tab) = reopen(&mut mover, &b.base).await;
+    assert!(
+        mover.last_set_cookie.is_none(),
+        "gateway B knows gateway A's cookie, so it sets no new one"
+    );
+    assert_ne!(session, on_a, "a new session on gateway B");
+    assert_eq!((slider(&tab), color(&tab)), (json!(4), json!("green")));
+    let div = tab.doc.of_type("Div")[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(tab.doc.attr(&div, "text"), json!("value=4 color=green"));
+    let m = metrics(&b).await;
+    assert_eq!(metric(&m, "tether_restores_total"), 2.0, "one per user");
+    assert!(metric(&m, "tether_restore_steps_applied_total") >= 3.0);
+    tab.close().await;
+
+    // What the store holds for the bouncing user, as a gateway with nothing cached sees it.
+    b.kill9();
+    b.start_again();
+    let (_, tab) = reopen(&mut bouncer, &b.base).await;
+    let stored = (slider(&tab), color(&tab));
+    tab.close().await;
+    assert_eq!(
+        stored,
+        (json!(9), json!("blue")),
+        "saved (slider, color) after A: slider 7, B: color blue, A: slider 9"
+    );
+    assert_eq!(
+        back_on_a,
+        json!("blue"),
+        "back on gateway A, the user sees the colour chosen on gateway B"
+    );
+}
+
+/// `kill -9` of one of two workers: its users are restored on their next visit, on a
+/// healthy worker even while it restarts; the other worker's users keep their sessions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_s_users_are_restored_and_the_others_reattach() {
+    const USERS: u64 = 6;
+    let dir = tempdir();
+    let tether = Tether::start(dir.path(), &plain(), &["--workers", "2"]);
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        let mut b = Browser::new();
+        let mut tab = b.open(&tether.base, APP).await;
+        set_slider(&mut tab, 3 + i).await;
+        let session = tab.session_id.clone();
+        tab.close().await;
+        users.push((b, session));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = metrics(&tether).await;
+    let on_killed = metric(&before, "tether_worker_sessions{worker=\"0\"}");
+    assert!(
+        on_killed >= 1.0 && on_killed < USERS as f64,
+        "users on both workers: {on_killed} of {USERS} on worker 0"
+    );
+
+    let pid = worker_pid(&tether, 0);
+    common::signal(pid, "KILL");
+    assert!(tether.wait_log("worker exited; restarting", Duration::from_secs(10)));
+    let down = metrics(&tether).await;
+    assert_eq!(metric(&down, "tether_worker_up{worker=\"0\"}"), 0.0);
+    // The issue: a crashed worker's users are restored "on any healthy worker", so these
+    // visits need not wait for the replacement (which takes seconds to import Panel).
+    // Refusals are collected and asserted last, after checking what happens once it is back.
+    let mut refused = Vec::new();
+    let mut restored = 0;
+    for (i, (b, old)) in users.iter_mut().enumerate() {
+        let page = b.get(&tether.url(&format!("/{APP}")), &[]).await;
+        if page.status != 200 {
+            refused.push((i, page.status));
+            continue;
+        }
+        let token = page.token.clone().expect("page has a token");
+        let tab = Tab::connect(&tether.base, APP, &token, b.cookie.as_deref())
+            .await
+            .expect("websocket opens")
+            .ready()
+            .await;
+        assert_eq!(slider(&tab), json!(3 + i), "user {i}'s value");
+        if page.session_id() != *old {
+            restored += 1;
+        }
+        tab.close().await;
+    }
+    let m = wait_metric(
+        &tether,
+        "tether_worker_up{worker=\"0\"}",
+        Duration::from_secs(60),
+        |v| v == 1.0,
+    )
+    .await;
+    assert_eq!(
+        metric(&m, "tether_worker_restarts_total{worker=\"0\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "tether_worker_restarts_total{worker=\"1\"}"),
+        0.0
+    );
+    assert!(!common::alive(pid), "the killed worker is gone");
+    for &(i, _) in &refused {
+        let (b, old) = &mut users[i];
+        let (session, tab) = reopen(b, &tether.base).await;
+        assert_eq!(slider(&tab), json!(3 + i as u64), "user {i}'s value, later");
+        if session != *old {
+            restored += 1;
+        }
+        tab.close().await;
+    }
+    assert_eq!(
+        restored as f64, on_killed,
+        "exactly the killed worker's users get new (restored) sessions"
+    );
+    let m = metrics(&tether).await;
+    assert_eq!(metric(&m, "tether_restores_total"), on_killed);
+    assert!(
+        refused.is_empty(),
+        "while worker 0 restarted, its users (index, status) {refused:?} were refused \
+         instead of being restored on the healthy worker 1"
+    );
+}
+
+/// Redis stops and comes back (empty) while users keep working: live sessions never notice,
+/// the failure is logged a bounded number of times and counted, and everything changed
+/// during or after the outage is restorable once Redis is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_outage_keeps_sessions_live_and_loses_no_later_change() {
+    const USERS: usize = 3;
+    const FAILING: &str = "cannot write state snapshots";
+    let mut redis = RedisServer::start();
+    let dir = tempdir();
+    let url = redis.url();
+    let mut tether = Tether::start(dir.path(), &plain(), &["--state", url.as_str()]);
+    let (mut browsers, mut tabs) = (Vec::new(), Vec::new());
+    for _ in 0..USERS {
+        let mut b = Browser::new();
+        let mut tab = b.open(&tether.base, APP).await;
+        set_slider(&mut tab, 3).await;
+        browsers.push(b);
+        tabs.push(tab);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    redis.stop();
+    // Every live tab keeps working: each change gets its OK and the app redraws.
+    for (i, tab) in tabs.iter_mut().enumerate() {
+        set_slider(tab, 5 + i as u64).await;
+    }
+    // A reload during the outage reattaches to the live session, which has the value.
+    let tab = tabs.remove(0);
+    let old = tab.session_id.clone();
+    tab.close().await;
+    let (session, tab) = reopen(&mut browsers[0], &tether.base).await;
+    assert_eq!(session, old, "the page still loads, on the live session");
+    assert_eq!(slider(&tab), json!(5));
+    tabs.insert(0, tab);
+    let m = wait_metric(
+        &tether,
+        "tether_store_write_errors_total",
+        Duration::from_secs(10),
+        |v| v >= 1.0,
+    )
+    .await;
+    assert!(
+        metric(&m, "tether_store_pending_snapshots") >= 1.0,
+        "unwritten state is counted"
+    );
+    assert!(tether.wait_log(FAILING, Duration::from_secs(5)));
+    // Keep the outage going past a few retries (which back off to once a second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, tab) in tabs.iter_mut().enumerate() {
+        set_slider(tab, 6 + i as u64).await;
+    }
+
+    redis.start_again();
+    wait_metric(
+        &tether,
+        "tether_store_pending_snapshots",
+        Duration::from_secs(15),
+        |v| v == 0.0,
+    )
+    .await;
+    assert!(tether.wait_log("accepts writes again", Duration::from_secs(5)));
+    let failures = log_count(&tether, FAILING);
+    assert!(
+        (1..=2).contains(&failures),
+        "the failure is logged at most once per 10 s, not per retry: {failures} lines"
+    );
+    // A change after Redis returned is written as usual.
+    set_slider(&mut tabs[USERS - 1], 10).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let errors = metric(&metrics(&tether).await, "tether_store_write_errors_total");
+    assert!(errors >= 2.0, "each retry counts: {errors}");
+
+    // A fresh gateway on the same Redis (and directory, so the same secret) restores all of it.
+    tether.kill9();
+    drop(tabs);
+    tether.start_again();
+    for (i, b) in browsers.iter_mut().enumerate() {
+        let (_, tab) = reopen(b, &tether.base).await;
+        let expected = if i == USERS - 1 { 10 } else { 6 + i as u64 };
+        assert_eq!(slider(&tab), json!(expected), "user {i} after the outage");
+        tab.close().await;
+    }
+}
+
+/// SIGTERM with a tab open: the gateway drains within its grace period, leaves no worker
+/// behind, and what was recorded just before is restored after the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_and_keeps_the_last_change() {
+    let dir = tempdir();
+    let mut tether = Tether::start(dir.path(), &plain(), &["--workers", "2"]);
+    let workers = tether.workers();
+    assert_eq!(workers.len(), 2, "two worker processes");
+    let mut b = Browser::new();
+    let mut tab = b.open(&tether.base, APP).await;
+    set_slider(&mut tab, 8).await;
+
+    let sent = Instant::now();
+    common::signal(tether.pid(), "TERM");
+    let status = loop {
+        if let Some(status) = tether.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "tether still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = sent.elapsed();
+    assert!(status.success(), "a drain is a clean exit: {status}");
+    assert!(
+        tab.recv_within(Duration::from_secs(5)).await.is_none(),
+        "the open tab was closed"
+    );
+    for pid in workers {
+        assert!(!common::alive(pid), "worker {pid} outlived the drain");
+    }
+    assert!(
+        tether.wait_log("shutting down", Duration::from_secs(1)),
+        "the drain is logged"
+    );
+
+    tether.start_again();
+    let (_, tab) = reopen(&mut b, &tether.base).await;
+    assert_eq!(
+        slider(&tab),
+        json!(8),
+        "restored after the drain ({took:?})"
+    );
+    tab.close().await;
+}
