@@ -13,6 +13,9 @@ use crate::store::{self, StateKey, Store, StoreError, Writer, WriterHandle};
 /// Most logs kept in memory; beyond it, logs no tab is using are dropped (they are saved).
 const MAX_LOGS_IN_MEMORY: usize = 50_000;
 
+/// How often expired saved state is deleted from the store.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Longest time from a recorded change to its durable write (plus one commit).
 pub const DURABILITY_WINDOW: Duration = Duration::from_millis(50);
 
@@ -49,6 +52,23 @@ impl States {
         };
         let store = store::open(&config.state_url).await?;
         let writer = Writer::spawn(store.clone(), DURABILITY_WINDOW, config.state_ttl);
+        // Expired state is never loaded; this only gives its space back.
+        let purging = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PURGE_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(store) = purging.upgrade() else {
+                    return;
+                };
+                match store.purge_expired().await {
+                    Ok(n) if n > 0 => tracing::info!(purged = n, "expired saved state removed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot purge expired state"),
+                }
+            }
+        });
         Ok(States {
             store,
             writer,
