@@ -197,8 +197,10 @@ impl Registry {
                 && now.duration_since(live.idle_since) >= self.live_ttl
                 && !live.reserved_until.is_some_and(|t| t > now))
         {
-            // Vanished behind our back, or so old the worker may have reaped it: start afresh.
-            live.generation = current;
+            // Vanished behind our back, or so old the worker may have reaped it: start afresh,
+            // on the worker the caller chose (the old one may still be restarting).
+            live.worker = cx.worker;
+            live.generation = generation(cx.worker);
             live.restore = has_state;
         }
         if live.restore || !has_state {
@@ -224,6 +226,15 @@ impl Registry {
             *v += changes as u64;
             s.synced = *v;
         }
+    }
+
+    /// The (user, app) history changed outside this gateway: none of its sessions is current.
+    pub fn history_changed(&self, user: &UserId, app: &str) {
+        let mut inner = self.inner.lock().expect("registry lock");
+        *inner
+            .versions
+            .entry((user.clone(), app.to_owned()))
+            .or_default() += 1;
     }
 
     /// A websocket ended.

@@ -341,7 +341,13 @@ async fn page(gw: &Gateway, app: &str, req: Request<Body>, peer: SocketAddr) -> 
     let known = identity::from_headers(req.headers(), &gw.keys.cookie);
     let is_new = known.is_none();
     let user = known.unwrap_or_else(UserId::random);
-    let has_state = gw.states.has_state(&user, app).await;
+    // Another gateway sharing the store may have recorded newer changes: then no live session
+    // here is current any more, and a fresh one is restored from the newer history.
+    let synced = gw.states.sync(&user, app).await;
+    let has_state = synced.as_ref().is_some_and(|s| s.has_state);
+    if synced.as_ref().is_some_and(|s| s.changed_elsewhere) {
+        gw.registry.history_changed(&user, app);
+    }
     // A reload reaches us before the old tab's websocket has closed; give it a moment, so the
     // reload reattaches instead of starting (and restoring) yet another session.
     let waited_until = Instant::now() + RELOAD_WAIT;

@@ -27,16 +27,63 @@ pub enum StateError {
     Policy(#[from] PolicyError),
 }
 
-/// One (user, app) log, shared by that user's tabs.
-pub type SharedLog = Arc<Mutex<Log>>;
+/// One (user, app) history in memory, shared by that user's tabs.
+#[derive(Debug)]
+pub struct Held {
+    /// The compacted log of changes.
+    pub log: Log,
+    /// When it last changed (ms since the epoch, strictly increasing per log). Saved with the
+    /// log, so a gateway can tell whether the store holds a newer history written elsewhere.
+    stamp: u64,
+}
 
-/// Every (user, app) log this gateway has touched, and where they are saved.
+/// A history shared by a user's tabs.
+pub type SharedLog = Arc<Mutex<Held>>;
+
+/// What a page load learns about a user's history.
+pub struct Synced {
+    /// The history, now current with the store.
+    pub log: SharedLog,
+    /// Another gateway wrote a newer history since this gateway last saw it.
+    pub changed_elsewhere: bool,
+    /// There is something to restore.
+    pub has_state: bool,
+}
+
+/// Bytes of the stamp that precedes the log in a stored snapshot.
+const STAMP_BYTES: usize = 8;
+
+fn encode(held: &Held) -> Vec<u8> {
+    let log = held.log.to_bytes();
+    let mut out = Vec::with_capacity(STAMP_BYTES + log.len());
+    out.extend_from_slice(&held.stamp.to_be_bytes());
+    out.extend_from_slice(&log);
+    out
+}
+
+fn decode(bytes: &[u8], limits: LogLimits) -> Option<Held> {
+    let (stamp, log) = bytes.split_at_checked(STAMP_BYTES)?;
+    let stamp = u64::from_be_bytes(stamp.try_into().ok()?);
+    Some(Held {
+        log: Log::from_bytes(log, limits).ok()?,
+        stamp,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Every (user, app) history this gateway has touched, and where they are saved.
 pub struct States {
     /// Durable backend (SQLite or Redis).
     store: Arc<dyn Store>,
     /// Batches snapshots into the store within the durability window.
     writer: WriterHandle,
-    /// Logs in memory. Loaded on first use; a user's tabs share one.
+    /// Histories in memory. Loaded on first use; a user's tabs share one.
     logs: Mutex<HashMap<StateKey, SharedLog>>,
     /// What is never recorded.
     pub policy: Policy,
@@ -78,54 +125,98 @@ impl States {
         })
     }
 
-    /// The log of (user, app), loading it from the store on first use. A log that cannot be
-    /// read is logged and replaced by an empty one: a broken record must not break the page.
-    pub async fn log(&self, user: &UserId, app: &str) -> SharedLog {
-        let key = StateKey::new(user.as_str(), app);
-        if let Some(log) = self.logs.lock().expect("logs lock").get(&key) {
-            return log.clone();
-        }
-        let loaded = match self.store.load(&key).await {
-            Ok(Some(bytes)) => Log::from_bytes(&bytes, self.limits).unwrap_or_else(|e| {
-                tracing::warn!(user = %user, app, error = %e, "saved state unreadable; starting empty");
-                Log::new(self.limits)
+    /// Reads the stored history. `None` when the store cannot be read right now: then nothing
+    /// is cached, so a later visit tries again instead of overwriting the saved history.
+    async fn load(&self, key: &StateKey) -> Option<Held> {
+        match self.store.load(key).await {
+            Ok(Some(bytes)) => Some(decode(&bytes, self.limits).unwrap_or_else(|| {
+                tracing::warn!(app = %key.app, "saved state unreadable; starting empty");
+                Held {
+                    log: Log::new(self.limits),
+                    stamp: 0,
+                }
+            })),
+            Ok(None) => Some(Held {
+                log: Log::new(self.limits),
+                stamp: 0,
             }),
-            Ok(None) => Log::new(self.limits),
             Err(e) => {
-                tracing::warn!(user = %user, app, error = %e, "cannot load saved state; starting empty");
-                Log::new(self.limits)
+                tracing::warn!(app = %key.app, error = %e, "cannot load saved state; not recording this visit");
+                None
             }
-        };
+        }
+    }
+
+    fn cache(&self, key: StateKey, held: Held) -> SharedLog {
         let mut logs = self.logs.lock().expect("logs lock");
         if logs.len() >= MAX_LOGS_IN_MEMORY {
             // Only this map holds them: no tab records into them, and their state is saved.
             logs.retain(|_, log| Arc::strong_count(log) > 1);
         }
         logs.entry(key)
-            .or_insert_with(|| Arc::new(Mutex::new(loaded)))
+            .or_insert_with(|| Arc::new(Mutex::new(held)))
             .clone()
     }
 
-    pub async fn has_state(&self, user: &UserId, app: &str) -> bool {
-        !self
-            .log(user, app)
-            .await
-            .lock()
-            .expect("log lock")
-            .is_empty()
+    /// The history of (user, app) for a websocket: the cached one, or loaded from the store.
+    pub async fn log(&self, user: &UserId, app: &str) -> Option<SharedLog> {
+        let key = StateKey::new(user.as_str(), app);
+        if let Some(log) = self.logs.lock().expect("logs lock").get(&key) {
+            return Some(log.clone());
+        }
+        let held = self.load(&key).await?;
+        Some(self.cache(key, held))
     }
 
-    /// Appends entries to a log and schedules its snapshot for writing.
+    /// For a page load: brings the cached history up to date with the store, which another
+    /// gateway sharing it may have written. `None` when the store cannot be read.
+    pub async fn sync(&self, user: &UserId, app: &str) -> Option<Synced> {
+        let key = StateKey::new(user.as_str(), app);
+        let stored = self.load(&key).await?;
+        let cached = self.logs.lock().expect("logs lock").get(&key).cloned();
+        let (log, changed_elsewhere) = match cached {
+            Some(shared) => {
+                let changed = {
+                    let mut held = shared.lock().expect("log lock");
+                    // Ours is newer or equal when the writer has not flushed it yet.
+                    let newer = stored.stamp > held.stamp;
+                    if newer {
+                        *held = stored;
+                    }
+                    newer
+                };
+                (shared, changed)
+            }
+            None => (self.cache(key, stored), false),
+        };
+        let has_state = !log.lock().expect("log lock").log.is_empty();
+        Some(Synced {
+            log,
+            changed_elsewhere,
+            has_state,
+        })
+    }
+
+    /// Whether (user, app) has saved state, from the cache or the store.
+    pub async fn has_state(&self, user: &UserId, app: &str) -> bool {
+        match self.log(user, app).await {
+            Some(log) => !log.lock().expect("log lock").log.is_empty(),
+            None => false,
+        }
+    }
+
+    /// Appends entries to a history and schedules its snapshot for writing.
     pub fn record(&self, user: &UserId, app: &str, log: &SharedLog, entries: Vec<Entry>) {
         if entries.is_empty() {
             return;
         }
         let snapshot = {
-            let mut log = log.lock().expect("log lock");
+            let mut held = log.lock().expect("log lock");
             for e in entries {
-                log.push(e);
+                held.log.push(e);
             }
-            log.to_bytes()
+            held.stamp = now_ms().max(held.stamp + 1);
+            encode(&held)
         };
         self.writer
             .submit(StateKey::new(user.as_str(), app), snapshot);

@@ -32,8 +32,9 @@ pub struct Tap {
     app: String,
     /// The worker session, so the registry knows which session reflects recorded history.
     session_id: String,
-    /// The (user, app) state log this connection records into.
-    log: SharedLog,
+    /// The (user, app) history this connection records into; `None` when the store could
+    /// not be read, so that a partial history never overwrites the saved one.
+    log: Option<SharedLog>,
     /// The worker session is fresh and must be restored before relaying.
     restore: bool,
     /// Ids and paths of this session's models; known once the document is pulled.
@@ -52,7 +53,7 @@ impl Tap {
         user: UserId,
         app: String,
         session_id: String,
-        log: SharedLog,
+        log: Option<SharedLog>,
         restore: bool,
     ) -> Tap {
         Tap {
@@ -60,8 +61,8 @@ impl Tap {
             user,
             app,
             session_id,
+            restore: restore && log.is_some(),
             log,
-            restore,
             graph: None,
             from_browser: Assembler::new(Limits::default()),
             from_worker: Assembler::new(Limits::default()),
@@ -79,13 +80,16 @@ impl Tap {
         U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
         B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
     {
-        let entries: Vec<_> = self
-            .log
-            .lock()
-            .expect("log lock")
-            .entries()
-            .cloned()
-            .collect();
+        let entries: Vec<_> = match &self.log {
+            Some(log) => log
+                .lock()
+                .expect("log lock")
+                .log
+                .entries()
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
         let bound = self.gw.config.replay_timeout;
         tracing::info!(user = %self.user, app = %self.app, steps = entries.len(), "restoring session");
         let (result, for_browser, graph, elapsed) =
@@ -123,7 +127,7 @@ impl Tap {
         if msg.msgtype() != "PATCH-DOC" {
             return Ok(());
         }
-        let Some(graph) = self.graph.as_mut() else {
+        let (Some(graph), Some(log)) = (self.graph.as_mut(), self.log.as_ref()) else {
             return Ok(());
         };
         match record(graph, msg.content(), &self.gw.states.policy) {
@@ -136,9 +140,7 @@ impl Tap {
                     .changes_recorded
                     .fetch_add(entries.len() as u64, Relaxed);
                 self.gw.registry.recorded(&self.session_id, entries.len());
-                self.gw
-                    .states
-                    .record(&self.user, &self.app, &self.log, entries);
+                self.gw.states.record(&self.user, &self.app, log, entries);
             }
             // The worker will answer with an ERROR; nothing to record.
             Err(e) => tracing::debug!(error = %e, "browser patch not recorded"),

@@ -297,6 +297,9 @@ pub async fn supervise(
                 status = process.wait() => {
                     if *shutdown.borrow() { return; }
                     tracing::warn!(worker = index, %status, "worker exited; restarting");
+                    // Its sessions are gone now, not when the replacement is ready: their users
+                    // are placed on a healthy worker and restored there meanwhile.
+                    generation += 1;
                     tx.send_replace(Endpoint { port: 0, generation });
                 }
                 _ = shutdown.changed() => {
@@ -311,7 +314,6 @@ pub async fn supervise(
                 }
                 match start(&spec, index).await {
                     Ok(p) => {
-                        generation += 1;
                         process = p;
                         backoff = Duration::from_millis(200);
                         tx.send_replace(Endpoint {
