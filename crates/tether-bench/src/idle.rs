@@ -1,0 +1,165 @@
+//! tether's resident memory with many idle websockets.
+//!
+//! 10,000 Panel sessions do not fit in this machine's memory, so tether runs with a stand-in
+//! worker (`fake_worker.py`, started through a fake `python` that also answers tether's
+//! `import panel, bokeh` check). Every idle tab is a real browser-like client: its own
+//! cookie, a page GET, a websocket through tether to the stand-in, the ACK, then silence
+//! (pings are answered). The stand-in keeps tether's side honest: tether still mints ids,
+//! checks tokens, opens an upstream websocket per tab and keeps its registry and logs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::stream::{self, StreamExt};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::client::Browser;
+use crate::procs;
+use crate::scenarios::WIDGETS_APP;
+use crate::setups::{Setup, Tools};
+
+const FAKE_WORKER: &str = include_str!("fake_worker.py");
+
+/// Descriptors tether needs besides two per tab (listener, state file, pipes, worker pool...).
+const TETHER_SPARE_FDS: u64 = 200;
+/// Tabs opened at once.
+const CONCURRENCY: usize = 32;
+
+/// Result of the idle-connection measurement.
+#[derive(Debug, Default)]
+pub struct Idle {
+    /// Tabs asked for.
+    pub target: usize,
+    /// Tabs held open at the end.
+    pub reached: usize,
+    /// Why fewer than `target` were attempted, if so.
+    pub capped_by: Option<String>,
+    /// tether's RSS before the tabs, in KiB.
+    pub baseline_kib: u64,
+    /// (tabs open, tether RSS in KiB) at each checkpoint.
+    pub points: Vec<(usize, u64)>,
+    /// Seconds it took to open all tabs.
+    pub open_secs: f64,
+}
+
+impl Idle {
+    /// RSS added per idle tab, in KiB, from the baseline to the last checkpoint.
+    pub fn per_tab_kib(&self) -> f64 {
+        match self.points.last() {
+            Some(&(n, rss)) if n > 0 => (rss as f64 - self.baseline_kib as f64) / n as f64,
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// Writes the fake `python` (a shell script) and the stand-in worker; returns the former.
+fn install_fake(dir: &Path, real_python: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let worker = dir.join("fake_worker.py");
+    std::fs::write(&worker, FAKE_WORKER)?;
+    let python = dir.join("python");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\n\
+             # Stands in for Python with Panel: passes tether's check, runs the stand-in worker.\n\
+             if [ \"$1\" = \"-c\" ] && [ \"$2\" = \"import panel, bokeh\" ]; then exit 0; fi\n\
+             exec '{}' '{}' \"$@\"\n",
+            real_python.display(),
+            worker.display()
+        ),
+    )?;
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755))?;
+    Ok(python)
+}
+
+/// Opens one idle tab and leaves a task holding it.
+async fn idle_tab(setup_addr: std::net::SocketAddr) -> anyhow::Result<JoinHandle<()>> {
+    let mut b = Browser::new();
+    let page = b.page(setup_addr, WIDGETS_APP).await?;
+    let mut tab = b
+        .connect(setup_addr, WIDGETS_APP, &page.token, 4096)
+        .await?;
+    let ack = tab.recv().await?;
+    anyhow::ensure!(ack.msgtype == "ACK", "expected ACK, got {}", ack.msgtype);
+    Ok(tokio::spawn(tab.idle()))
+}
+
+/// Measures tether's RSS with up to `target` idle tabs, at the given checkpoints.
+pub async fn run(tools: &Tools, target: usize, checkpoints: &[usize]) -> anyhow::Result<Idle> {
+    let fake = install_fake(&tools.work.join("fake"), &tools.python)?;
+    let fake_tools = Tools {
+        python: fake,
+        ..tools.clone()
+    };
+    let mut out = Idle {
+        target,
+        ..Idle::default()
+    };
+    let limit = procs::open_files_limit().unwrap_or(1024);
+    let cap = (limit.saturating_sub(TETHER_SPARE_FDS) / 2) as usize;
+    let goal = if target > cap {
+        out.capped_by = Some(format!(
+            "`ulimit -n` is {limit} here (scripts/bench.sh raises it to the hard limit; going \
+             higher needs CAP_SYS_RESOURCE), and tether holds two descriptors per tab, one to \
+             the browser and one to the worker, so at most {cap} tabs fit"
+        ));
+        cap
+    } else {
+        target
+    };
+    let extra: Vec<String> = [
+        "--max-connections",
+        &(goal + 1000).to_string(),
+        "--idle-timeout",
+        "1h",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let setup = Setup::start_tether(&fake_tools, "tether-idle", &extra).await?;
+    let pid = setup.front_pid().context("tether's pid")?;
+    // Warm up the paths a tab uses, then let allocations settle.
+    for h in stream::iter(0..10)
+        .then(|_| idle_tab(setup.addr))
+        .collect::<Vec<_>>()
+        .await
+    {
+        h?.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    out.baseline_kib = procs::rss_kib(pid);
+    eprintln!(
+        "tether-bench: {goal} idle tabs through tether (baseline RSS {} KiB)",
+        out.baseline_kib
+    );
+    let mut held: Vec<JoinHandle<()>> = Vec::with_capacity(goal);
+    let started = Instant::now();
+    let mut marks: Vec<usize> = checkpoints.iter().copied().filter(|&c| c < goal).collect();
+    marks.push(goal);
+    for mark in marks {
+        let need = mark - held.len();
+        let addr = setup.addr;
+        let opened: Vec<anyhow::Result<JoinHandle<()>>> = stream::iter(0..need)
+            .map(|_| idle_tab(addr))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for h in opened {
+            held.push(h.with_context(|| format!("opening idle tab {}", held.len() + 1))?);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = procs::rss_kib(pid);
+        eprintln!("tether-bench:   {mark} tabs: RSS {rss} KiB");
+        out.points.push((mark, rss));
+    }
+    out.open_secs = started.elapsed().as_secs_f64();
+    out.reached = held.len();
+    for h in held {
+        h.abort();
+    }
+    setup.stop().await?;
+    Ok(out)
+}
