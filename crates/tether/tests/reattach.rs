@@ -272,3 +272,50 @@ fn clear_errors_for_user_mistakes() {
     assert_ne!(code, 0);
     assert!(err.contains("syntax error at line 2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_bound_to_their_app_not_to_a_user_agent() {
+    let dir = tempdir();
+    let tether = Tether::start(
+        dir.path(),
+        &[
+            app("tests/apps/plain_bokeh.py"),
+            app("tests/apps/widgets.py"),
+        ],
+        &[],
+    );
+    // `/` lists both apps.
+    let (status, _, index) = common::bokeh::http_get(&tether.url("/"), &[]).await;
+    assert_eq!(status, 200);
+    assert!(index.contains("/plain_bokeh") && index.contains("/widgets"));
+
+    let mut alice = Browser::new();
+    let tab = alice
+        .get(&tether.url("/plain_bokeh"), &[("user-agent", "Firefox/1")])
+        .await;
+    let token = tab.token.clone().unwrap();
+    // The owner's own token is refused on another app's websocket.
+    let other = Tab::connect(&tether.base, "widgets", &token, alice.cookie.as_deref()).await;
+    assert_eq!(other.err().as_deref(), Some("403"));
+    // Documented behaviour: the cookie is the credential, not the browser's User-Agent. The
+    // same cookie from another User-Agent is the same user (SECURITY.md explains why).
+    let cookie_before = alice.cookie.clone();
+    let page = alice
+        .get(&tether.url("/plain_bokeh"), &[("user-agent", "Chrome/2")])
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.headers.get("set-cookie").is_none(), "no new identity");
+    assert_eq!(alice.cookie, cookie_before);
+    let tab = Tab::connect(
+        &tether.base,
+        "plain_bokeh",
+        page.token.as_deref().unwrap(),
+        alice.cookie.as_deref(),
+    )
+    .await
+    .expect("the cookie's owner connects")
+    .ready()
+    .await;
+    assert!(!tab.doc.of_type("Slider").is_empty());
+    tab.close().await;
+}
