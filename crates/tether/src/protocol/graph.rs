@@ -58,6 +58,9 @@ pub struct Graph {
     index: Option<Index>,
     /// Models reachable at the last recomputation, to decide when to drop the rest.
     reachable: usize,
+    /// Models and references visited by path recomputations so far: the cost a caller
+    /// may bound ([`crate::record::record`] does, so one patch cannot make it quadratic).
+    work: u64,
 }
 
 impl Graph {
@@ -181,6 +184,11 @@ impl Graph {
         self.nodes.get(id).map(|n| &*n.type_name)
     }
 
+    /// Models and references visited by path recomputations over the graph's life.
+    pub fn reindex_work(&self) -> u64 {
+        self.work
+    }
+
     /// Number of models known (reachable or not yet dropped).
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -213,8 +221,13 @@ impl Graph {
         let mut walk = Walk::default();
         walk.value(new, &mut String::new(), 0)?;
         let edges = std::mem::take(&mut walk.edges);
+        let defined = !walk.defs.is_empty();
         self.define_all(walk.defs)?;
         if let Some(node) = self.nodes.get_mut(model) {
+            let old = node.attrs.get(attr).map_or(&[][..], Vec::as_slice);
+            if !defined && old == edges.as_slice() {
+                return Ok(()); // same references as before: every path still holds
+            }
             if edges.is_empty() {
                 node.attrs.remove(attr);
             } else {
@@ -280,7 +293,10 @@ impl Graph {
                 .rev()
                 .map(|(i, id)| (&**id, format!("r{i}")))
                 .collect();
+            // Every root and edge is pushed once, so the pops are the whole cost.
+            let mut visited: u64 = 0;
             while let Some((id, path)) = stack.pop() {
+                visited += 1;
                 let Some((id, node)) = self.nodes.get_key_value(id) else {
                     continue;
                 };
@@ -306,6 +322,7 @@ impl Graph {
                 index.id_at.insert(path, id.clone());
             }
             self.reachable = index.path_of.len();
+            self.work += visited;
             self.index = Some(index);
         }
         self.index.get_or_insert_with(Index::default)

@@ -142,6 +142,12 @@ fn entry_for(
     }
 }
 
+/// Most models and references that recomputing paths may visit while recording one
+/// patch. Each event that moves references makes the next lookup walk the whole graph,
+/// so a patch of many such events would cost events × graph size; past this bound
+/// (a fraction of a second) the rest of the patch is applied but not recorded.
+pub const MAX_RECORD_WORK: u64 = 1 << 20;
+
 /// Record a browser→server PATCH-DOC: the entries it yields under `policy`, in order.
 ///
 /// Each event is translated with the graph as it was before that event, then applied
@@ -149,6 +155,8 @@ fn entry_for(
 /// the same patch again. Changes to models with no known path, excluded ones, and
 /// values that define new models are skipped. `ColumnDataChanged`, `ColumnsStreamed`
 /// and `ColumnsPatched` from the browser (e.g. table cell edits) are not recorded.
+/// Once translating has cost [`MAX_RECORD_WORK`], later events of the patch are
+/// applied to the graph but not recorded.
 pub fn record(
     graph: &mut Graph,
     content: &[u8],
@@ -157,8 +165,22 @@ pub fn record(
     let events = parse_patch(content)?;
     let mut entries = Vec::new();
     let mut result = Ok(());
-    for event in &events {
-        match entry_for(graph, event, policy) {
+    let budget = graph.reindex_work().saturating_add(MAX_RECORD_WORK);
+    let mut translating = true;
+    for (i, event) in events.iter().enumerate() {
+        if translating && graph.reindex_work() > budget {
+            tracing::debug!(
+                events = events.len() - i,
+                "not recorded: the rest of a patch too costly to translate"
+            );
+            translating = false;
+        }
+        let entry = if translating {
+            entry_for(graph, event, policy)
+        } else {
+            Ok(None)
+        };
+        match entry {
             Ok(Some(entry)) => entries.push(entry),
             Ok(None) => {}
             Err(e) => {
