@@ -48,15 +48,23 @@ impl fmt::Display for UserId {
 }
 
 /// The identity carried by a request's cookies, if its signature is good.
+///
+/// A request with more than one identity cookie has none: a cookie planted by a sibling
+/// subdomain or over plain HTTP must never be taken for the user's own.
 pub fn from_headers(headers: &HeaderMap, key: &cookie::Key) -> Option<UserId> {
     let mut jar = CookieJar::new();
+    let mut seen = 0;
     for value in headers.get_all(COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         for c in Cookie::split_parse(text).flatten() {
             if c.name() == COOKIE_NAME {
+                seen += 1;
                 jar.add_original(c.into_owned());
             }
         }
+    }
+    if seen != 1 {
+        return None;
     }
     let verified = jar.signed(key).get(COOKIE_NAME)?;
     UserId::parse(verified.value())
@@ -148,6 +156,19 @@ mod tests {
         assert_eq!(from_headers(&request_with(&v), &other_key), None);
         let mut h = HeaderMap::new();
         h.insert(COOKIE, HeaderValue::from_static("tether_id=deadbeef"));
+        assert_eq!(from_headers(&h, &key()), None);
+    }
+
+    #[test]
+    fn two_identity_cookies_are_no_identity() {
+        let a = set_cookie_header(&UserId::random(), &key(), false);
+        let b = set_cookie_header(&UserId::random(), &key(), false);
+        let pair = |v: &HeaderValue| v.to_str().unwrap().split(';').next().unwrap().to_owned();
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("{}; {}", pair(&a), pair(&b))).unwrap(),
+        );
         assert_eq!(from_headers(&h, &key()), None);
     }
 

@@ -86,7 +86,8 @@ pub fn clean_query(query: Option<&str>, extra: Option<(&str, &str)>) -> String {
         .split('&')
         .filter(|p| !p.is_empty())
         .filter(|p| {
-            let name = p.split('=').next().unwrap_or("");
+            // Tornado percent-decodes names, so `bokeh%2Dtoken` must go too.
+            let name = percent_decode(p.split('=').next().unwrap_or(""));
             !name.eq_ignore_ascii_case("bokeh-session-id")
                 && !name.eq_ignore_ascii_case("bokeh-token")
         })
@@ -96,6 +97,30 @@ pub fn clean_query(query: Option<&str>, extra: Option<(&str, &str)>) -> String {
         parts.push(format!("{k}={v}"));
     }
     parts.join("&")
+}
+
+/// Decodes `%XX` escapes and `+` (as query strings do); invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Sends a request to a worker and streams its response back.
@@ -156,6 +181,13 @@ mod tests {
             "a=1&b=2&bokeh-session-id=mine"
         );
         assert_eq!(clean_query(None, None), "");
+        assert_eq!(
+            clean_query(
+                Some("bokeh%2Dsession%2did=x&bokeh%2dtoken=y&ok=%41&bad=%"),
+                None
+            ),
+            "ok=%41&bad=%"
+        );
     }
 
     #[test]

@@ -339,7 +339,6 @@ const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 /// An app page: choose the user's live session or a new one, and pin the worker to it.
 async fn page(gw: &Gateway, app: &str, req: Request<Body>, peer: SocketAddr) -> Response<Body> {
     let known = identity::from_headers(req.headers(), &gw.keys.cookie);
-    let is_new = known.is_none();
     let user = known.unwrap_or_else(UserId::random);
     // Another gateway sharing the store may have recorded newer changes: then no live session
     // here is current any more, and a fresh one is restored from the newer history.
@@ -381,12 +380,11 @@ async fn page(gw: &Gateway, app: &str, req: Request<Body>, peer: SocketAddr) -> 
     let pq = format!("{}?{query}", req.uri().path());
     let https = proxy::is_https(req.headers());
     let mut resp = proxy::forward(&gw.client, req, port, &pq, peer).await;
-    if is_new {
-        resp.headers_mut().append(
-            header::SET_COOKIE,
-            identity::set_cookie_header(&user, &gw.keys.cookie, https),
-        );
-    }
+    // Set on every page, not only the first: an active user's year never runs out.
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        identity::set_cookie_header(&user, &gw.keys.cookie, https),
+    );
     resp
 }
 
