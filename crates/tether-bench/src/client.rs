@@ -145,6 +145,44 @@ impl Browser {
         tab.expect_ack().await?;
         Ok(tab)
     }
+
+    /// A page load as BokehJS does it, timed step by step; returns the tab and its document.
+    pub async fn load(
+        &mut self,
+        addr: SocketAddr,
+        app: &str,
+    ) -> anyhow::Result<(Tab, Value, LoadTimes)> {
+        let t0 = Instant::now();
+        let page = self.page(addr, app).await?;
+        let t1 = Instant::now();
+        let mut tab = self.connect(addr, app, &page.token, 128 << 10).await?;
+        tab.expect_ack().await?;
+        let t2 = Instant::now();
+        let doc = tab.pull().await?;
+        let times = LoadTimes {
+            page: t1 - t0,
+            socket: t2 - t1,
+            pull: t2.elapsed(),
+        };
+        Ok((tab, doc, times))
+    }
+}
+
+/// How long each step of a page load took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadTimes {
+    /// GET of the page (which creates the session and runs the app).
+    pub page: Duration,
+    /// Websocket handshake until the ACK (which tether holds back during a restore).
+    pub socket: Duration,
+    /// PULL-DOC request until its reply.
+    pub pull: Duration,
+}
+
+impl LoadTimes {
+    pub fn total(&self) -> Duration {
+        self.page + self.socket + self.pull
+    }
 }
 
 /// A received Bokeh message; buffers are skipped.
@@ -162,15 +200,15 @@ pub struct Tab {
 }
 
 impl Tab {
-    /// Sends a message (header, metadata and content frames); returns its id.
+    /// Sends a message (header, metadata and content frames); returns its id. Each frame is
+    /// written on its own, as BokehJS's three `socket.send` calls are.
     pub async fn send(&mut self, msgtype: &str, content: &str) -> anyhow::Result<String> {
         self.next += 1;
         let id = format!("b{}", self.next);
         let header = json!({"msgid": id, "msgtype": msgtype}).to_string();
-        self.ws.feed(Message::text(header)).await?;
-        self.ws.feed(Message::text("{}")).await?;
-        self.ws.feed(Message::text(content)).await?;
-        self.ws.flush().await?;
+        self.ws.send(Message::text(header)).await?;
+        self.ws.send(Message::text("{}")).await?;
+        self.ws.send(Message::text(content)).await?;
         Ok(id)
     }
 

@@ -6,10 +6,13 @@ It speaks just enough of a Bokeh server for an idle tab, using only the standard
 
 - GET /<app>?bokeh-session-id=ID answers a page whose token is signed with
   BOKEH_SECRET_KEY, as Bokeh signs it, so tether accepts the websocket that follows;
-- a websocket upgrade answers 101 with the `bokeh` subprotocol and an ACK message, then
-  reads and discards whatever comes.
+- a websocket upgrade answers 101 with the `bokeh` subprotocol and an ACK message; then
+  every message that comes is answered at once, in one write, with its OK and a PATCH-DOC
+  echoing its content (a worker with no work and no Nagle delay, so that a round trip
+  shows what the proxy in between adds).
 
-It exits when its standard input closes, as tether's real workers do.
+Started by tether, it exits when its standard input (tether's lifeline pipe) closes. Run
+directly, it takes `--port P` too.
 """
 import asyncio
 import base64
@@ -17,6 +20,8 @@ import hashlib
 import hmac
 import json
 import os
+import socket
+import stat
 import sys
 import threading
 import time
@@ -38,11 +43,61 @@ def token(session_id):
 
 def text_frame(text):
     data = text.encode()
-    assert len(data) < 126
-    return bytes([0x81, len(data)]) + data
+    n = len(data)
+    if n < 126:
+        return bytes([0x81, n]) + data
+    if n < 1 << 16:
+        return bytes([0x81, 126]) + n.to_bytes(2, "big") + data
+    return bytes([0x81, 127]) + n.to_bytes(8, "big") + data
+
+
+async def read_frame(reader):
+    """(opcode, payload) of the next frame from a client (masked)."""
+    b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    mask = await reader.readexactly(4) if b1 & 0x80 else None
+    data = await reader.readexactly(n)
+    if mask and n:
+        key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+        data = (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
+    return b0 & 0x0F, data
+
+
+async def echo(reader, writer):
+    """Answers each message with its OK and a PATCH-DOC carrying the same content."""
+    serial = 1
+    frames = []
+    while True:
+        opcode, data = await read_frame(reader)
+        if opcode == 8:
+            writer.write(bytes([0x88, 0]))
+            await writer.drain()
+            return
+        if opcode == 9:
+            writer.write(bytes([0x8A, len(data)]) + data)
+            continue
+        if opcode not in (1, 2):
+            continue
+        frames.append(data)
+        header = json.loads(frames[0])
+        if len(frames) < 3 + 2 * header.get("num_buffers", 0):
+            continue
+        content = frames[2].decode()
+        frames = []
+        ok = json.dumps({"msgid": str(serial + 1), "msgtype": "OK", "reqid": header["msgid"]})
+        patch = json.dumps({"msgid": str(serial + 2), "msgtype": "PATCH-DOC"})
+        serial += 2
+        writer.write(b"".join(text_frame(t) for t in [ok, "{}", "{}", patch, "{}", content]))
+        await writer.drain()
 
 
 async def serve(reader, writer):
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         while True:
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
@@ -62,8 +117,7 @@ async def serve(reader, writer):
                     + b"".join(text_frame(t) for t in ACK)
                 )
                 await writer.drain()
-                while await reader.read(65536):
-                    pass
+                await echo(reader, writer)
                 return
             query = target.partition("?")[2]
             session = next(
@@ -77,7 +131,7 @@ async def serve(reader, writer):
                 + body
             )
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError, IndexError, KeyError):
+    except (asyncio.IncompleteReadError, ConnectionError, IndexError, KeyError, ValueError):
         pass
     finally:
         writer.close()
@@ -97,5 +151,6 @@ async def main():
         await server.serve_forever()
 
 
-threading.Thread(target=lifeline, daemon=True).start()
+if stat.S_ISFIFO(os.fstat(0).st_mode):
+    threading.Thread(target=lifeline, daemon=True).start()
 asyncio.run(main())

@@ -4,12 +4,12 @@
 //! and tether's memory per idle websocket. `run` is what `main` calls, and so does the smoke test.
 
 pub mod client;
-pub mod idle;
 pub mod procs;
 pub mod report;
 pub mod restore;
 pub mod scenarios;
 pub mod setups;
+pub mod standin;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use anyhow::Context;
 use tokio::time::Instant;
 
 use crate::report::Results;
-use crate::setups::{Kind, Setup, Tools};
+use crate::setups::{Kind, Setup, Tools, Worker};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -32,14 +32,14 @@ pub struct Options {
     pub tools: Tools,
     /// Where results.md, results.json and logs/ are written.
     pub out: PathBuf,
-    /// Idle websockets to hold through tether; 0 skips that part.
+    /// Idle websockets to hold through tether (with the stand-in worker); 0 skips that part.
     pub idle_tabs: usize,
     /// Whether to measure restores.
     pub restore: bool,
 }
 
 impl Options {
-    fn plans(&self) -> (scenarios::Plan, restore::Plan, Vec<usize>) {
+    fn plans(&self) -> (scenarios::Plan, restore::Plan, standin::Plan) {
         if self.quick {
             (
                 scenarios::Plan {
@@ -57,7 +57,12 @@ impl Options {
                     users: 2,
                     budget: Duration::from_secs(15),
                 },
-                vec![self.idle_tabs / 2],
+                standin::Plan {
+                    round_trips: 20,
+                    budget: Duration::from_secs(5),
+                    idle_tabs: self.idle_tabs,
+                    checkpoints: vec![self.idle_tabs / 2],
+                },
             )
         } else {
             (
@@ -76,7 +81,12 @@ impl Options {
                     users: 10,
                     budget: Duration::from_secs(300),
                 },
-                vec![1000, 2500, 5000],
+                standin::Plan {
+                    round_trips: 2000,
+                    budget: Duration::from_secs(60),
+                    idle_tabs: self.idle_tabs,
+                    checkpoints: vec![1000, 2500, 5000],
+                },
             )
         }
     }
@@ -128,7 +138,7 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Results> {
     opts.tools.logs = logs;
     opts.tools.work = work.path().to_owned();
     let tools = &opts.tools;
-    let (plan, restore_plan, checkpoints) = opts.plans();
+    let (plan, restore_plan, standin_plan) = opts.plans();
     let mut facts = vec![
         (
             "mode".into(),
@@ -147,8 +157,12 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Results> {
     facts.extend(machine_facts());
 
     eprintln!("tether-bench: starting {:?}", opts.setups);
-    let started =
-        futures_util::future::join_all(opts.setups.iter().map(|&k| Setup::start(k, tools))).await;
+    let started = futures_util::future::join_all(
+        opts.setups
+            .iter()
+            .map(|&k| Setup::start(k, tools, Worker::Panel, "", &[])),
+    )
+    .await;
     let mut setups = Vec::new();
     for s in started {
         setups.push(s?);
@@ -169,16 +183,12 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Results> {
         }
         t.stop().await?;
     }
-    let idle = if opts.setups.contains(&Kind::Tether) && opts.idle_tabs > 0 {
-        Some(idle::run(tools, opts.idle_tabs, &checkpoints).await?)
-    } else {
-        None
-    };
+    let standin = standin::run(tools, &opts.setups, &standin_plan).await?;
     let results = Results {
         facts,
         three_way: Some(three_way),
         restores,
-        idle,
+        standin: Some(standin),
         runtime_secs: t0.elapsed().as_secs_f64(),
     };
     std::fs::write(opts.out.join("results.md"), results.to_markdown())?;

@@ -1,14 +1,15 @@
 //! The results: a Markdown report for people, JSON for tools, and the targets checked.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::idle::Idle;
 use crate::restore::Restores;
-use crate::scenarios::ThreeWay;
+use crate::scenarios::{Cpu, ThreeWay};
 use crate::setups::Kind;
-use crate::stats::{summarize, Row};
+use crate::standin::{Idle, StandIn};
+use crate::stats::{summarize, Row, Steps};
 
 /// Everything one run measured.
 pub struct Results {
@@ -16,7 +17,7 @@ pub struct Results {
     pub facts: Vec<(String, String)>,
     pub three_way: Option<ThreeWay>,
     pub restores: Option<Restores>,
-    pub idle: Option<Idle>,
+    pub standin: Option<StandIn>,
     /// Wall time of the whole run, in seconds.
     pub runtime_secs: f64,
 }
@@ -29,6 +30,9 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// Picks one measurement out of the results.
+type RowOf = fn(&Results) -> Option<&Row>;
+
 fn median(row: &Row, k: Kind) -> Option<f64> {
     row.summary(k).map(|s| s.median)
 }
@@ -36,9 +40,6 @@ fn median(row: &Row, k: Kind) -> Option<f64> {
 fn p99(row: &Row, k: Kind) -> Option<f64> {
     row.summary(k).map(|s| s.p99)
 }
-
-/// Picks one measurement out of the three-way results.
-type RowOf = fn(&ThreeWay) -> &Row;
 
 fn verdict(met: Option<bool>) -> &'static str {
     match met {
@@ -48,52 +49,89 @@ fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
+fn page(r: &Results) -> Option<&Row> {
+    r.three_way.as_ref().map(|w| &w.page)
+}
+fn round_trip(r: &Results) -> Option<&Row> {
+    r.three_way.as_ref().map(|w| &w.round_trip)
+}
+fn patch(r: &Results) -> Option<&Row> {
+    r.three_way.as_ref().map(|w| &w.patch)
+}
+fn echo(r: &Results) -> Option<&Row> {
+    r.standin.as_ref().map(|s| &s.echo)
+}
+
+fn idle(r: &Results) -> Option<&Idle> {
+    r.standin.as_ref()?.idle.as_ref()
+}
+
+fn cpu_json(cpu: &BTreeMap<Kind, Cpu>) -> Value {
+    cpu.iter()
+        .map(|(k, c)| {
+            let v = json!({"count": c.messages, "cpu_ms": c.cpu_ms, "wall_ms": c.wall_ms,
+                "cpu_ms_per_1000": c.per_thousand_ms()});
+            (k.name().to_owned(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn steps_json(s: &Steps) -> Value {
+    let [page, socket, pull] = s.medians();
+    json!({"page_get_median_ms": page, "socket_and_ack_median_ms": socket, "pull_median_ms": pull})
+}
+
 impl Results {
     /// The issue's targets, checked against this run.
     pub fn targets(&self) -> Vec<Target> {
         let mut t = Vec::new();
-        let tw = self.three_way.as_ref();
         let ratio = |row: RowOf, what: &'static str, bound: f64| {
-            let r = tw
-                .and_then(|w| Some(median(row(w), Kind::Tether)? / median(row(w), Kind::Direct)?));
+            let r =
+                row(self).and_then(|r| Some(median(r, Kind::Tether)? / median(r, Kind::Direct)?));
             Target {
                 what,
                 value: r.map_or("-".into(), |r| format!("{:+.1}% median", (r - 1.0) * 100.0)),
                 met: r.map(|r| r <= bound),
             }
         };
+        let added_p99 = |row: RowOf, what: &'static str| {
+            let d = row(self).and_then(|r| Some(p99(r, Kind::Tether)? - p99(r, Kind::Direct)?));
+            Target {
+                what,
+                value: d.map_or("-".into(), |d| format!("{:+.0} us p99", d * 1000.0)),
+                met: d.map(|d| d <= 0.1),
+            }
+        };
         t.push(ratio(
-            |w| &w.page,
+            page,
             "tether adds <= 2% to page load plus pull",
             1.02,
         ));
-        let rt = tw.and_then(|w| {
-            Some(p99(&w.round_trip, Kind::Tether)? - p99(&w.round_trip, Kind::Direct)?)
-        });
-        t.push(Target {
-            what: "tether adds <= 100 us p99 to a widget round trip",
-            value: rt.map_or("-".into(), |d| format!("{:+.0} us p99", d * 1000.0)),
-            met: rt.map(|d| d <= 0.1),
-        });
-        t.push(ratio(
-            |w| &w.patch,
-            "tether adds <= 5% to a large patch",
-            1.05,
+        t.push(added_p99(
+            round_trip,
+            "tether adds <= 100 us p99 to a widget round trip (Panel worker)",
         ));
-        let rows: [(&'static str, RowOf); 3] = [
-            ("tether no slower than nginx: page load (median)", |w| {
-                &w.page
-            }),
-            ("tether no slower than nginx: round trip (median)", |w| {
-                &w.round_trip
-            }),
-            ("tether no slower than nginx: large patch (median)", |w| {
-                &w.patch
-            }),
+        t.push(added_p99(
+            echo,
+            "tether adds <= 100 us p99 to a round trip (stand-in worker)",
+        ));
+        t.push(ratio(patch, "tether adds <= 5% to a large patch", 1.05));
+        let rows: [(&'static str, RowOf); 4] = [
+            ("tether no slower than nginx: page load (median)", page),
+            (
+                "tether no slower than nginx: widget round trip (median)",
+                round_trip,
+            ),
+            ("tether no slower than nginx: large patch (median)", patch),
+            (
+                "tether no slower than nginx: stand-in round trip (median)",
+                echo,
+            ),
         ];
         for (what, row) in rows {
             let r =
-                tw.and_then(|w| Some(median(row(w), Kind::Tether)? / median(row(w), Kind::Nginx)?));
+                row(self).and_then(|r| Some(median(r, Kind::Tether)? / median(r, Kind::Nginx)?));
             t.push(Target {
                 what,
                 value: r.map_or("-".into(), |r| format!("{r:.3}x nginx")),
@@ -109,7 +147,7 @@ impl Results {
             value: rs.map_or("-".into(), |r| format!("{r:.2}x cold")),
             met: rs.map(|r| r <= 1.5),
         });
-        let kib = self.idle.as_ref().map(Idle::per_tab_kib);
+        let kib = idle(self).map(Idle::per_tab_kib);
         t.push(Target {
             what: "<= 20 KiB RSS per idle websocket",
             value: kib.map_or("-".into(), |k| format!("{k:.1} KiB")),
@@ -119,49 +157,59 @@ impl Results {
     }
 
     pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "facts": self.facts.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            "runtime_secs": self.runtime_secs,
-        });
+        let facts: serde_json::Map<_, _> = self
+            .facts
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let mut v = json!({"facts": facts, "runtime_secs": self.runtime_secs});
         if let Some(w) = &self.three_way {
             v["page_load_ms"] = w.page.to_json();
+            v["page_load_steps"] = w
+                .page_steps
+                .iter()
+                .map(|(k, s)| (k.name().to_owned(), steps_json(s)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
             v["round_trip_ms"] = w.round_trip.to_json();
             v["large_patch_ms"] = w.patch.to_json();
             v["large_patch_bytes"] = json!(w.patch_bytes);
-            v["cpu"] = w
-                .cpu
-                .iter()
-                .map(|(k, c)| {
-                    (
-                        k.name().to_owned(),
-                        json!({
-                            "messages": c.messages, "cpu_ms": c.cpu_ms, "wall_ms": c.wall_ms,
-                            "cpu_ms_per_1000_messages": c.per_thousand_ms(),
-                        }),
-                    )
-                })
-                .collect::<serde_json::Map<_, _>>()
-                .into();
+            v["cpu_per_message"] = cpu_json(&w.cpu);
+            v["cpu_per_large_patch"] = cpu_json(&w.patch_cpu);
+        }
+        if let Some(s) = &self.standin {
+            v["standin_round_trip_ms"] = s.echo.to_json();
         }
         if let Some(r) = &self.restores {
             let cold = summarize(&r.cold);
-            v["restore"] = json!({
-                "cold_ms": {"n": cold.n, "median": cold.median, "p99": cold.p99},
-                "by_steps": r.restore.iter().map(|(n, s)| {
+            let sizes: serde_json::Map<_, _> = r
+                .restore
+                .iter()
+                .map(|(n, s)| {
                     let s = summarize(s);
-                    let inside = summarize(r.inside.get(n).map_or(&[][..], |v| v));
+                    let of = |m: &BTreeMap<usize, Vec<f64>>| {
+                        summarize(m.get(n).map_or(&[][..], |v| v)).median
+                    };
                     let (a, k) = r.applied.get(n).copied().unwrap_or_default();
-                    (n.to_string(), json!({"n": s.n, "median_ms": s.median, "p99_ms": s.p99,
-                        "ratio_to_cold": s.median / cold.median, "tether_restore_median_ms": inside.median,
-                        "worker_live_apply_median_ms": summarize(r.live.get(n).map_or(&[][..], |v| v)).median,
-                        "applied_total": a, "skipped_total": k}))
-                }).collect::<serde_json::Map<_, _>>(),
+                    let v = json!({"n": s.n, "median_ms": s.median, "p99_ms": s.p99,
+                        "ratio_to_cold": s.median / cold.median,
+                        "tether_restore_median_ms": of(&r.inside),
+                        "worker_live_apply_median_ms": of(&r.live),
+                        "steps": r.steps.get(n).map(steps_json),
+                        "applied_total": a, "skipped_total": k});
+                    (n.to_string(), v)
+                })
+                .collect();
+            v["restore"] = json!({
+                "cold_ms": {"n": cold.n, "median": cold.median, "p99": cold.p99,
+                    "steps": steps_json(&r.cold_steps)},
+                "by_steps": sizes,
             });
         }
-        if let Some(i) = &self.idle {
+        if let Some(i) = idle(self) {
             v["idle"] = json!({"target": i.target, "reached": i.reached, "capped_by": i.capped_by,
-                "baseline_rss_kib": i.baseline_kib, "points": i.points, "rss_kib_per_tab": i.per_tab_kib(),
-                "open_secs": i.open_secs});
+                "baseline_rss_kib": i.baseline_kib, "points": i.points,
+                "rss_kib_per_tab": i.per_tab_kib(), "open_secs": i.open_secs});
         }
         v["targets"] = self
             .targets()
@@ -177,78 +225,48 @@ impl Results {
             let _ = writeln!(s, "- {k}: {v}");
         }
         let _ = writeln!(s, "- runtime: {:.0} s\n", self.runtime_secs);
+        s.push_str("## Three setups, interleaved (milliseconds)\n\n");
+        s.push_str("| measurement | setup | n | median | p99 | median / direct | p99 / direct |\n");
+        s.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
         if let Some(w) = &self.three_way {
-            s.push_str("## Three setups, interleaved (milliseconds)\n\n");
-            s.push_str(
-                "| measurement | setup | n | median | p99 | median / direct | p99 / direct |\n",
-            );
-            s.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
             let patch_name = format!("large patch ({:.1} MB JSON)", w.patch_bytes as f64 / 1e6);
-            for (name, row) in [
-                ("page load + pull", &w.page),
-                ("widget round trip", &w.round_trip),
-                (patch_name.as_str(), &w.patch),
-            ] {
-                let direct = row.summary(Kind::Direct);
-                for kind in row.samples.keys() {
-                    let x = row.summary(*kind).unwrap_or_default();
-                    let (rm, rp) = direct.map_or(("-".into(), "-".into()), |d| {
-                        (
-                            format!("{:.3}", x.median / d.median),
-                            format!("{:.3}", x.p99 / d.p99),
-                        )
-                    });
-                    let _ = writeln!(
-                        s,
-                        "| {name} | {kind} | {} | {:.2} | {:.2} | {rm} | {rp} |",
-                        x.n, x.median, x.p99
-                    );
-                }
+            table_rows(&mut s, "page load + pull", &w.page);
+            table_rows(&mut s, "widget round trip", &w.round_trip);
+            table_rows(&mut s, &patch_name, &w.patch);
+        }
+        if let Some(st) = &self.standin {
+            table_rows(&mut s, "round trip, stand-in worker", &st.echo);
+        }
+        if let Some(w) = &self.three_way {
+            s.push_str("\n### Page load steps (medians, milliseconds)\n\n");
+            s.push_str(
+                "| setup | page GET | websocket + ACK | pull |\n| --- | ---: | ---: | ---: |\n",
+            );
+            for (k, st) in &w.page_steps {
+                let [a, b, c] = st.medians();
+                let _ = writeln!(s, "| {k} | {a:.2} | {b:.2} | {c:.2} |");
             }
-            if !w.cpu.is_empty() {
-                s.push_str("\n## Proxy CPU per 1,000 Bokeh messages (user + system)\n\n");
-                s.push_str("| setup | messages | CPU ms | wall ms | CPU ms per 1,000 messages |\n| --- | ---: | ---: | ---: | ---: |\n");
-                for (k, c) in &w.cpu {
-                    let _ = writeln!(
-                        s,
-                        "| {k} | {} | {:.0} | {:.0} | {:.1} |",
-                        c.messages,
-                        c.cpu_ms,
-                        c.wall_ms,
-                        c.per_thousand_ms()
-                    );
-                }
-            }
+            cpu_table(
+                &mut s,
+                "Proxy CPU per 1,000 Bokeh messages",
+                "messages",
+                "per 1,000 messages",
+                1000.0,
+                &w.cpu,
+            );
+            cpu_table(
+                &mut s,
+                "Proxy CPU per large patch",
+                "patches",
+                "per patch",
+                1.0,
+                &w.patch_cpu,
+            );
         }
         if let Some(r) = &self.restores {
-            let cold = summarize(&r.cold);
-            s.push_str("\n## Restore after a restart (tether; page load + pull, milliseconds)\n\n");
-            s.push_str("| state log | n | median | p99 | median / cold | tether's restore (its log), median | steps applied / skipped per restore |\n");
-            s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-            let _ = writeln!(
-                s,
-                "| cold page load | {} | {:.2} | {:.2} | 1.000 | - | - |",
-                cold.n, cold.median, cold.p99
-            );
-            for (n, v) in &r.restore {
-                let x = summarize(v);
-                let inside = summarize(r.inside.get(n).map_or(&[][..], |v| v));
-                let (a, k) = r.applied.get(n).copied().unwrap_or_default();
-                let per = x.n.max(1);
-                let _ = writeln!(
-                    s,
-                    "| {n} steps | {} | {:.2} | {:.2} | {:.3} | {:.0} | {} / {} |",
-                    x.n,
-                    x.median,
-                    x.p99,
-                    x.median / cold.median,
-                    inside.median,
-                    a / per,
-                    k / per
-                );
-            }
+            restore_tables(&mut s, r);
         }
-        if let Some(i) = &self.idle {
+        if let Some(i) = idle(self) {
             s.push_str("\n## Idle websockets (tether with a stand-in worker)\n\n");
             let _ = writeln!(
                 s,
@@ -263,11 +281,8 @@ impl Results {
                 "| idle tabs | tether RSS (KiB) | added per tab (KiB) |\n| ---: | ---: | ---: |\n",
             );
             for (n, rss) in &i.points {
-                let _ = writeln!(
-                    s,
-                    "| {n} | {rss} | {:.1} |",
-                    (*rss as f64 - i.baseline_kib as f64) / *n as f64
-                );
+                let per = (*rss as f64 - i.baseline_kib as f64) / *n as f64;
+                let _ = writeln!(s, "| {n} | {rss} | {per:.1} |");
             }
         }
         s.push_str("\n## Targets\n\n| target | this run | verdict |\n| --- | --- | --- |\n");
@@ -275,5 +290,93 @@ impl Results {
             let _ = writeln!(s, "| {} | {} | {} |", t.what, t.value, verdict(t.met));
         }
         s
+    }
+}
+
+fn table_rows(s: &mut String, name: &str, row: &Row) {
+    let direct = row.summary(Kind::Direct);
+    for kind in row.samples.keys() {
+        let x = row.summary(*kind).unwrap_or_default();
+        let (rm, rp) = direct.map_or(("-".into(), "-".into()), |d| {
+            (
+                format!("{:.3}", x.median / d.median),
+                format!("{:.3}", x.p99 / d.p99),
+            )
+        });
+        let _ = writeln!(
+            s,
+            "| {name} | {kind} | {} | {:.3} | {:.3} | {rm} | {rp} |",
+            x.n, x.median, x.p99
+        );
+    }
+}
+
+fn cpu_table(
+    s: &mut String,
+    title: &str,
+    unit: &str,
+    per_label: &str,
+    per: f64,
+    cpu: &BTreeMap<Kind, Cpu>,
+) {
+    if cpu.is_empty() {
+        return;
+    }
+    let _ = write!(
+        s,
+        "\n### {title} (user + system, from /proc/PID/stat)\n\n\
+         | setup | {unit} | CPU ms | wall ms | CPU ms {per_label} |\n\
+         | --- | ---: | ---: | ---: | ---: |\n"
+    );
+    for (k, c) in cpu {
+        let each = c.cpu_ms / c.messages as f64 * per;
+        let _ = writeln!(
+            s,
+            "| {k} | {} | {:.0} | {:.0} | {each:.1} |",
+            c.messages, c.cpu_ms, c.wall_ms
+        );
+    }
+}
+
+fn restore_tables(s: &mut String, r: &Restores) {
+    let cold = summarize(&r.cold);
+    s.push_str("\n## Restore after a restart (tether; page load + pull, milliseconds)\n\n");
+    s.push_str(
+        "| state log | n | median | p99 | median / cold | tether's restore (its log), median \
+         | worker applying the steps live, median | steps applied / skipped per restore |\n",
+    );
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    let _ = writeln!(
+        s,
+        "| cold page load | {} | {:.2} | {:.2} | 1.000 | - | - | - |",
+        cold.n, cold.median, cold.p99
+    );
+    let of = |m: &BTreeMap<usize, Vec<f64>>, n: &usize| {
+        summarize(m.get(n).map_or(&[][..], |v| v)).median
+    };
+    for (n, v) in &r.restore {
+        let x = summarize(v);
+        let (a, k) = r.applied.get(n).copied().unwrap_or_default();
+        let per = x.n.max(1);
+        let _ = writeln!(
+            s,
+            "| {n} steps | {} | {:.2} | {:.2} | {:.3} | {:.0} | {:.0} | {} / {} |",
+            x.n,
+            x.median,
+            x.p99,
+            x.median / cold.median,
+            of(&r.inside, n),
+            of(&r.live, n),
+            a / per,
+            k / per
+        );
+    }
+    s.push_str("\n### Restoring page loads by step (medians, milliseconds)\n\n");
+    s.push_str("| state log | page GET | websocket + ACK (holds the restore) | pull |\n| --- | ---: | ---: | ---: |\n");
+    let [a, b, c] = r.cold_steps.medians();
+    let _ = writeln!(s, "| cold page load | {a:.2} | {b:.2} | {c:.2} |");
+    for (n, st) in &r.steps {
+        let [a, b, c] = st.medians();
+        let _ = writeln!(s, "| {n} steps | {a:.2} | {b:.2} | {c:.2} |");
     }
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::client::{change_patch, click_patch, find_model, Browser};
 use crate::scenarios::{page_load, WIDGETS_APP};
 use crate::setups::{Setup, Tools};
-use crate::stats::ms;
+use crate::stats::{ms, Steps};
 
 /// How much of the restore measurement to do.
 #[derive(Debug, Clone)]
@@ -34,8 +34,12 @@ pub struct Plan {
 pub struct Restores {
     /// Cold page load plus pull of the restarted gateway.
     pub cold: Vec<f64>,
+    /// The cold page loads' steps.
+    pub cold_steps: Steps,
     /// Page load plus pull that includes a restore, by steps.
     pub restore: BTreeMap<usize, Vec<f64>>,
+    /// The restoring page loads' steps, by log size.
+    pub steps: BTreeMap<usize, Steps>,
     /// tether's own account of each restore (`restored session ... ms=`), by steps.
     pub inside: BTreeMap<usize, Vec<f64>>,
     /// The worker applying the same steps live, while they were recorded (first change sent
@@ -128,16 +132,17 @@ pub async fn run(setup: &mut Setup, tools: &Tools, plan: &Plan) -> anyhow::Resul
         if started.elapsed() > plan.budget {
             break;
         }
-        out.cold.push(ms(page_load(setup.addr, WIDGETS_APP).await?));
+        let cold = page_load(setup.addr, WIDGETS_APP).await?;
+        out.cold.push(ms(cold.total()));
+        out.cold_steps.push(&cold);
         // Sizes in rotating order, each user restored once.
         let nsizes = plan.sizes.len();
         for j in 0..nsizes {
             let idx = k * nsizes + (j + k) % nsizes;
             let (n, b) = &mut users[idx];
-            let t0 = Instant::now();
-            let mut tab = b.open(setup.addr, WIDGETS_APP).await?;
-            tab.pull().await?;
-            out.restore.entry(*n).or_default().push(ms(t0.elapsed()));
+            let (tab, _, times) = b.load(setup.addr, WIDGETS_APP).await?;
+            out.restore.entry(*n).or_default().push(ms(times.total()));
+            out.steps.entry(*n).or_default().push(&times);
             order.push(*n);
             tab.close().await;
         }

@@ -14,9 +14,9 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::client::{change_patch, find_model, Browser, Tab};
+use crate::client::{change_patch, find_model, Browser, LoadTimes, Tab};
 use crate::setups::{Kind, Setup};
-use crate::stats::{ms, Row};
+use crate::stats::{ms, Row, Steps};
 
 pub const WIDGETS_APP: &str = "bench_widgets";
 pub const PATCH_APP: &str = "bench_patch";
@@ -42,11 +42,15 @@ pub struct Plan {
 #[derive(Debug, Default)]
 pub struct ThreeWay {
     pub page: Row,
+    /// The page loads' steps, by setup.
+    pub page_steps: BTreeMap<Kind, Steps>,
     pub round_trip: Row,
     pub patch: Row,
     /// Size of one large patch's content, in bytes.
     pub patch_bytes: usize,
     pub cpu: BTreeMap<Kind, Cpu>,
+    /// CPU the proxy used for the large patches (`messages` counts patches).
+    pub patch_cpu: BTreeMap<Kind, Cpu>,
 }
 
 /// CPU the proxy used for the bursts.
@@ -67,19 +71,16 @@ impl Cpu {
 }
 
 /// `setups` rotated by `i`.
-fn rotated<T: Copy>(setups: &[T], i: usize) -> Vec<T> {
+pub fn rotated<T: Copy>(setups: &[T], i: usize) -> Vec<T> {
     let k = i % setups.len().max(1);
     setups[k..].iter().chain(&setups[..k]).copied().collect()
 }
 
 /// A first visit: page, websocket, ACK, document pull.
-pub async fn page_load(addr: SocketAddr, app: &str) -> anyhow::Result<Duration> {
-    let t0 = Instant::now();
-    let mut tab = Browser::new().open(addr, app).await?;
-    tab.pull().await?;
-    let took = t0.elapsed();
+pub async fn page_load(addr: SocketAddr, app: &str) -> anyhow::Result<LoadTimes> {
+    let (tab, _, times) = Browser::new().load(addr, app).await?;
     tab.close().await;
-    Ok(took)
+    Ok(times)
 }
 
 /// An open, ready tab of `app` and the id of the model labelled `label`.
@@ -94,7 +95,7 @@ pub async fn ready_tab(addr: SocketAddr, app: &str, label: &str) -> anyhow::Resu
 
 /// Sends a change and waits for its OK and a patch of at least `min_bytes` containing `expect`;
 /// returns that patch's size.
-async fn change_and_patch(
+pub async fn change_and_patch(
     tab: &mut Tab,
     patch: &str,
     expect: &str,
@@ -159,8 +160,9 @@ pub async fn run(setups: &[Setup], plan: &Plan, clock_ticks: u64) -> anyhow::Res
             break;
         }
         for &s in &rotated(&idx, i) {
-            let d = page_load(setups[s].addr, WIDGETS_APP).await?;
-            out.page.push(setups[s].kind, ms(d));
+            let t = page_load(setups[s].addr, WIDGETS_APP).await?;
+            out.page.push(setups[s].kind, ms(t.total()));
+            out.page_steps.entry(setups[s].kind).or_default().push(&t);
         }
     }
 
@@ -234,10 +236,18 @@ pub async fn run(setups: &[Setup], plan: &Plan, clock_ticks: u64) -> anyhow::Res
         let n = plan.patch_points + i % 2;
         for &s in &rotated(&idx, i) {
             let (tab, input) = &mut tabs[s];
+            let before = setups[s].front_cpu_ticks();
             let t0 = Instant::now();
             let patch = change_patch(input, "value", json!(n));
             let bytes = change_and_patch(tab, &patch, "\"data\"", n).await?;
-            out.patch.push(setups[s].kind, ms(t0.elapsed()));
+            let took = t0.elapsed();
+            out.patch.push(setups[s].kind, ms(took));
+            if let (Some(before), Some(after)) = (before, setups[s].front_cpu_ticks()) {
+                let cpu = out.patch_cpu.entry(setups[s].kind).or_default();
+                cpu.messages += 1;
+                cpu.cpu_ms += (after - before) as f64 * 1000.0 / clock_ticks as f64;
+                cpu.wall_ms += ms(took);
+            }
             out.patch_bytes = out.patch_bytes.max(bytes);
         }
     }

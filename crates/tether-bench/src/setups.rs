@@ -83,6 +83,36 @@ pub struct Setup {
     restarts: usize,
 }
 
+/// What serves the apps behind each setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// A real `panel serve`.
+    Panel,
+    /// `tools.python` is the stand-in's fake interpreter (see `standin.rs`).
+    StandIn,
+}
+
+/// Starts the worker on `port`, accepting websockets from `origin_port`.
+fn start_worker(
+    tools: &Tools,
+    worker: Worker,
+    name: &str,
+    port: u16,
+    origin_port: u16,
+) -> anyhow::Result<Server> {
+    match worker {
+        Worker::Panel => panel_worker(tools, name, port, origin_port),
+        Worker::StandIn => Server::start(
+            name,
+            &tools.python,
+            &["--port".to_owned(), port.to_string()],
+            &[],
+            &tools.work,
+            &tools.logs,
+        ),
+    }
+}
+
 /// Starts `panel serve` for the apps on `port`, accepting websockets from `origin_port`.
 fn panel_worker(tools: &Tools, name: &str, port: u16, origin_port: u16) -> anyhow::Result<Server> {
     let mut args: Vec<String> = vec!["-m".into(), "panel".into(), "serve".into()];
@@ -115,52 +145,58 @@ fn panel_worker(tools: &Tools, name: &str, port: u16, origin_port: u16) -> anyho
 
 impl Setup {
     /// Starts a setup and waits until it accepts connections.
-    pub async fn start(kind: Kind, tools: &Tools) -> anyhow::Result<Setup> {
+    ///
+    /// `worker` chooses a real Panel worker or the stand-in; names of logs and scratch
+    /// directories are prefixed with `prefix`. `tether_extra` are more tether arguments.
+    pub async fn start(
+        kind: Kind,
+        tools: &Tools,
+        worker: Worker,
+        prefix: &str,
+        tether_extra: &[String],
+    ) -> anyhow::Result<Setup> {
+        let setup = |addr: SocketAddr, front, worker| Setup {
+            kind,
+            addr,
+            front,
+            worker,
+            tether_args: Vec::new(),
+            tether_name: String::new(),
+            restarts: 0,
+        };
         match kind {
             Kind::Direct => {
                 let port = procs::free_port()?;
-                let mut worker = panel_worker(tools, "direct-worker", port, port)?;
-                procs::wait_port(&mut worker, port, Duration::from_secs(120)).await?;
-                Ok(Setup {
-                    kind,
-                    addr: ([127, 0, 0, 1], port).into(),
-                    front: None,
-                    worker: Some(worker),
-                    tether_args: Vec::new(),
-                    tether_name: String::new(),
-                    restarts: 0,
-                })
+                let name = format!("{prefix}direct-worker");
+                let mut w = start_worker(tools, worker, &name, port, port)?;
+                procs::wait_port(&mut w, port, Duration::from_secs(120)).await?;
+                Ok(setup(([127, 0, 0, 1], port).into(), None, Some(w)))
             }
             Kind::Nginx => {
                 let (wport, nport) = (procs::free_port()?, procs::free_port()?);
-                let mut worker = panel_worker(tools, "nginx-worker", wport, nport)?;
-                let prefix = tools.work.join("nginx");
-                std::fs::create_dir_all(&prefix)?;
-                let conf = prefix.join("nginx.conf");
-                std::fs::write(&conf, nginx_conf(&prefix, wport, nport, procs::is_root()))?;
-                procs::wait_port(&mut worker, wport, Duration::from_secs(120)).await?;
+                let name = format!("{prefix}nginx-worker");
+                let mut w = start_worker(tools, worker, &name, wport, nport)?;
+                let dir = tools.work.join(format!("{prefix}nginx"));
+                std::fs::create_dir_all(&dir)?;
+                let conf = dir.join("nginx.conf");
+                std::fs::write(&conf, nginx_conf(&dir, wport, nport, procs::is_root()))?;
+                procs::wait_port(&mut w, wport, Duration::from_secs(120)).await?;
                 let args: Vec<String> = vec![
                     "-p".into(),
-                    prefix.display().to_string(),
+                    dir.display().to_string(),
                     "-c".into(),
                     conf.display().to_string(),
                     "-e".into(),
-                    prefix.join("error.log").display().to_string(),
+                    dir.join("error.log").display().to_string(),
                 ];
-                let mut front =
-                    Server::start("nginx", &tools.nginx, &args, &[], &prefix, &tools.logs)?;
+                let name = format!("{prefix}nginx");
+                let mut front = Server::start(&name, &tools.nginx, &args, &[], &dir, &tools.logs)?;
                 procs::wait_port(&mut front, nport, Duration::from_secs(30)).await?;
-                Ok(Setup {
-                    kind,
-                    addr: ([127, 0, 0, 1], nport).into(),
-                    front: Some(front),
-                    worker: Some(worker),
-                    tether_args: Vec::new(),
-                    tether_name: String::new(),
-                    restarts: 0,
-                })
+                Ok(setup(([127, 0, 0, 1], nport).into(), Some(front), Some(w)))
             }
-            Kind::Tether => Self::start_tether(tools, "tether", &[]).await,
+            Kind::Tether => {
+                Self::start_tether(tools, &format!("{prefix}tether"), tether_extra).await
+            }
         }
     }
 

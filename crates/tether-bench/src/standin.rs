@@ -1,11 +1,16 @@
-//! tether's resident memory with many idle websockets.
+//! Measurements against a stand-in worker instead of Panel.
 //!
-//! 10,000 Panel sessions do not fit in this machine's memory, so tether runs with a stand-in
-//! worker (`fake_worker.py`, started through a fake `python` that also answers tether's
-//! `import panel, bokeh` check). Every idle tab is a real browser-like client: its own
-//! cookie, a page GET, a websocket through tether to the stand-in, the ACK, then silence
-//! (pings are answered). The stand-in keeps tether's side honest: tether still mints ids,
-//! checks tokens, opens an upstream websocket per tab and keeps its registry and logs.
+//! - **Proxy latency.** The stand-in answers every message at once, in one write, so a
+//!   round trip through it shows what the proxy in between adds, free of Panel's work and of
+//!   the worker's ~40 ms Nagle/delayed-ACK stalls, which swamp 100 µs at p99.
+//! - **Memory per idle websocket.** 10,000 Panel sessions do not fit in this machine's
+//!   memory. Every idle tab is still a real browser-like client: its own cookie, a page GET,
+//!   a websocket through tether to the stand-in, the ACK, then silence (pings answered).
+//!   tether still mints ids, checks tokens, opens an upstream websocket per tab and keeps
+//!   its registry and state logs.
+//!
+//! The stand-in (`fake_worker.py`) runs through a fake `python` that also answers tether's
+//! `import panel, bokeh` check.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,13 +18,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::stream::{self, StreamExt};
+use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::client::Browser;
+use crate::client::{change_patch, Browser};
 use crate::procs;
-use crate::scenarios::WIDGETS_APP;
-use crate::setups::{Setup, Tools};
+use crate::scenarios::{change_and_patch, rotated, WIDGETS_APP};
+use crate::setups::{Kind, Setup, Tools, Worker};
+use crate::stats::{ms, Row};
 
 const FAKE_WORKER: &str = include_str!("fake_worker.py");
 
@@ -88,29 +95,51 @@ async fn idle_tab(setup_addr: std::net::SocketAddr) -> anyhow::Result<JoinHandle
     Ok(tokio::spawn(tab.idle()))
 }
 
-/// Measures tether's RSS with up to `target` idle tabs, at the given checkpoints.
-pub async fn run(tools: &Tools, target: usize, checkpoints: &[usize]) -> anyhow::Result<Idle> {
+/// How much to do against the stand-in.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Round trips per setup.
+    pub round_trips: usize,
+    /// Longest the round-trip loop may run.
+    pub budget: Duration,
+    /// Idle tabs to hold through tether; 0 skips.
+    pub idle_tabs: usize,
+    /// Tab counts at which tether's RSS is read on the way.
+    pub checkpoints: Vec<usize>,
+}
+
+/// Results against the stand-in.
+#[derive(Debug, Default)]
+pub struct StandIn {
+    /// Round trip (a change in, its OK and a patch back), in milliseconds.
+    pub echo: Row,
+    pub idle: Option<Idle>,
+}
+
+/// The most idle tabs tether can hold under this process's open-files limit, and why if
+/// that is fewer than `target`.
+fn tab_cap(target: usize) -> (usize, Option<String>) {
+    let limit = procs::open_files_limit().unwrap_or(1024);
+    let cap = (limit.saturating_sub(TETHER_SPARE_FDS) / 2) as usize;
+    if target <= cap {
+        return (target, None);
+    }
+    let why = format!(
+        "`ulimit -n` is {limit} here (scripts/bench.sh raises it to the hard limit; going \
+         higher needs CAP_SYS_RESOURCE), and tether holds two descriptors per tab, one to \
+         the browser and one to the worker, so at most {cap} tabs fit"
+    );
+    (cap, Some(why))
+}
+
+/// Runs the stand-in measurements for `kinds`; idle tabs only if tether is among them.
+pub async fn run(tools: &Tools, kinds: &[Kind], plan: &Plan) -> anyhow::Result<StandIn> {
     let fake = install_fake(&tools.work.join("fake"), &tools.python)?;
-    let fake_tools = Tools {
+    let tools = Tools {
         python: fake,
         ..tools.clone()
     };
-    let mut out = Idle {
-        target,
-        ..Idle::default()
-    };
-    let limit = procs::open_files_limit().unwrap_or(1024);
-    let cap = (limit.saturating_sub(TETHER_SPARE_FDS) / 2) as usize;
-    let goal = if target > cap {
-        out.capped_by = Some(format!(
-            "`ulimit -n` is {limit} here (scripts/bench.sh raises it to the hard limit; going \
-             higher needs CAP_SYS_RESOURCE), and tether holds two descriptors per tab, one to \
-             the browser and one to the worker, so at most {cap} tabs fit"
-        ));
-        cap
-    } else {
-        target
-    };
+    let (goal, capped_by) = tab_cap(plan.idle_tabs);
     let extra: Vec<String> = [
         "--max-connections",
         &(goal + 1000).to_string(),
@@ -119,7 +148,50 @@ pub async fn run(tools: &Tools, target: usize, checkpoints: &[usize]) -> anyhow:
     ]
     .map(str::to_owned)
     .to_vec();
-    let setup = Setup::start_tether(&fake_tools, "tether-idle", &extra).await?;
+    let mut setups = Vec::new();
+    for &k in kinds {
+        setups.push(Setup::start(k, &tools, Worker::StandIn, "standin-", &extra).await?);
+    }
+    let mut out = StandIn::default();
+    let mut tabs = Vec::new();
+    for s in &setups {
+        tabs.push(Browser::new().open(s.addr, WIDGETS_APP).await?);
+    }
+    eprintln!(
+        "tether-bench: round trip through a stand-in worker ({} per setup)",
+        plan.round_trips
+    );
+    let idx: Vec<usize> = (0..setups.len()).collect();
+    let started = Instant::now();
+    for i in 0..plan.round_trips {
+        if started.elapsed() > plan.budget {
+            break;
+        }
+        for &s in &rotated(&idx, i) {
+            let patch = change_patch("p1", "value", json!(i));
+            let t0 = Instant::now();
+            change_and_patch(&mut tabs[s], &patch, &format!("\"new\":{i}"), 0).await?;
+            out.echo.push(setups[s].kind, ms(t0.elapsed()));
+        }
+    }
+    for t in tabs {
+        t.close().await;
+    }
+    for s in setups {
+        if s.kind == Kind::Tether && plan.idle_tabs > 0 {
+            let mut idle = idle_tabs(&s, goal, &plan.checkpoints).await?;
+            idle.target = plan.idle_tabs;
+            idle.capped_by = capped_by.clone();
+            out.idle = Some(idle);
+        }
+        s.stop().await?;
+    }
+    Ok(out)
+}
+
+/// Holds `goal` idle tabs through tether, reading its RSS at the checkpoints.
+async fn idle_tabs(setup: &Setup, goal: usize, checkpoints: &[usize]) -> anyhow::Result<Idle> {
+    let mut out = Idle::default();
     let pid = setup.front_pid().context("tether's pid")?;
     // Warm up the paths a tab uses, then let allocations settle.
     for h in stream::iter(0..10)
@@ -160,6 +232,5 @@ pub async fn run(tools: &Tools, target: usize, checkpoints: &[usize]) -> anyhow:
     for h in held {
         h.abort();
     }
-    setup.stop().await?;
     Ok(out)
 }

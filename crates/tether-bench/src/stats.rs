@@ -77,6 +77,27 @@ impl Row {
     }
 }
 
+/// Page loads split into their steps (page GET, websocket and ACK, pull), in milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Steps {
+    pub page: Vec<f64>,
+    pub socket: Vec<f64>,
+    pub pull: Vec<f64>,
+}
+
+impl Steps {
+    pub fn push(&mut self, t: &crate::client::LoadTimes) {
+        self.page.push(ms(t.page));
+        self.socket.push(ms(t.socket));
+        self.pull.push(ms(t.pull));
+    }
+
+    /// Medians of the three steps.
+    pub fn medians(&self) -> [f64; 3] {
+        [&self.page, &self.socket, &self.pull].map(|v| summarize(v).median)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

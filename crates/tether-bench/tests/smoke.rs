@@ -43,7 +43,13 @@ fn quick_mode_measures_every_part() {
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
             .unwrap();
-    for row in ["page_load_ms", "round_trip_ms", "large_patch_ms"] {
+    let rows = [
+        "page_load_ms",
+        "round_trip_ms",
+        "large_patch_ms",
+        "standin_round_trip_ms",
+    ];
+    for row in rows {
         for setup in ["direct", "tether"] {
             let s = &v[row][setup];
             assert!(s["n"].as_u64().unwrap_or(0) > 0, "{row} {setup}: {s}");
@@ -54,7 +60,13 @@ fn quick_mode_measures_every_part() {
         }
     }
     assert!(v["large_patch_bytes"].as_u64().unwrap() > 100_000);
-    assert!(v["cpu"]["tether"]["messages"].as_u64().unwrap() >= 200);
+    assert!(v["cpu_per_message"]["tether"]["count"].as_u64().unwrap() >= 200);
+    assert!(
+        v["cpu_per_large_patch"]["tether"]["count"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     for steps in ["10", "100"] {
         let r = &v["restore"]["by_steps"][steps];
         let n = r["n"].as_u64().unwrap();
