@@ -280,11 +280,11 @@ async fn two_gateways_on_one_redis_are_one_service() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.kill9();
     drop(tab);
-    mover.last_set_cookie = None;
+    let identity = mover.cookie.clone();
     let (session, tab) = reopen(&mut mover, &b.base).await;
-    assert!(
-        mover.last_set_cookie.is_none(),
-        "gateway B knows gateway A's cookie, so it sets no new one"
+    assert_eq!(
+        mover.cookie, identity,
+        "gateway B knows gateway A's cookie, so the identity stays (only renewed)"
     );
     assert_ne!(session, on_a, "a new session on gateway B");
     assert_eq!((slider(&tab), color(&tab)), (json!(4), json!("green")));

@@ -99,7 +99,7 @@ impl Drop for RedisServer {
 }
 
 /// A free loopback port (the listener is closed again before it is used).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
