@@ -310,7 +310,10 @@ async fn launch_tether(
     Ok((front, addr))
 }
 
-/// nginx as the Panel documentation configures it, plus upstream keep-alive for pages.
+/// nginx as the Panel documentation configures it, with nginx's documented websocket map.
+///
+/// No upstream keep-alive: a websocket opened on a reused upstream connection, which Linux
+/// has taken out of quick-ACK mode, waits ~40 ms for the worker's Nagle-delayed ACK frame.
 fn nginx_conf(prefix: &Path, worker: u16, port: u16, root: bool) -> String {
     let p = prefix.display();
     // As root, workers would otherwise run as `nobody` and could not use our private prefix.
@@ -329,8 +332,8 @@ http {{
     fastcgi_temp_path {p}/fastcgi;
     uwsgi_temp_path {p}/uwsgi;
     scgi_temp_path {p}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
-    upstream panel {{ server 127.0.0.1:{worker}; keepalive 32; }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    upstream panel {{ server 127.0.0.1:{worker}; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
