@@ -28,10 +28,17 @@ use crate::token;
 /// How often a quiet browser is pinged, so a dead one is noticed within the idle timeout.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
-fn ws_config(max_message: usize) -> WebSocketConfig {
+/// Read buffer of a browser socket: browsers send small messages, and an idle tab should
+/// cost little memory (the library's default is 128 KiB per socket).
+const BROWSER_READ_BUFFER: usize = 4 << 10;
+/// Read buffer of a worker socket, which carries the large patches.
+const WORKER_READ_BUFFER: usize = 8 << 10;
+
+fn ws_config(max_message: usize, read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
+        .read_buffer_size(read_buffer)
 }
 
 fn refuse(status: StatusCode, why: &'static str) -> Response<Body> {
@@ -172,7 +179,7 @@ pub async fn accept(
                 let browser = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(ws_config(limits.max_message_bytes)),
+                    Some(ws_config(limits.max_message_bytes, BROWSER_READ_BUFFER)),
                 )
                 .await;
                 gw2.metrics.tab_opened();
@@ -236,9 +243,12 @@ async fn connect_worker(
             h.insert(name, v.clone());
         }
     }
-    let (ws, _) =
-        tokio_tungstenite::connect_async_with_config(req, Some(ws_config(max_message)), true)
-            .await?;
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(
+        req,
+        Some(ws_config(max_message, WORKER_READ_BUFFER)),
+        true,
+    )
+    .await?;
     Ok(ws)
 }
 
