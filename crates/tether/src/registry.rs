@@ -134,7 +134,7 @@ impl Registry {
         let idle = sessions
             .iter_mut()
             .filter(|(_, s)| {
-                mine(s) && s.connections == 0 && !s.reserved_until.is_some_and(|t| t > now)
+                mine(s) && s.connections == 0 && s.reserved_until.is_none_or(|t| t <= now)
             })
             .max_by_key(|(_, s)| s.idle_since);
         if let Some((id, s)) = idle {
@@ -195,7 +195,7 @@ impl Registry {
         if live.generation != current
             || (live.connections == 0
                 && now.duration_since(live.idle_since) >= self.live_ttl
-                && !live.reserved_until.is_some_and(|t| t > now))
+                && live.reserved_until.is_none_or(|t| t <= now))
         {
             // Vanished behind our back, or so old the worker may have reaped it: start afresh,
             // on the worker the caller chose (the old one may still be restarting).

@@ -221,7 +221,7 @@ async fn accept_loop(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             gw.connections_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if last_refusal_log.map_or(true, |t| t.elapsed() > std::time::Duration::from_secs(10)) {
+            if last_refusal_log.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
                 tracing::warn!(
                     max = limits.max_connections,
                     "connection limit reached; refusing new connections"

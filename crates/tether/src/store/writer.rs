@@ -243,7 +243,7 @@ impl Writer {
                         return;
                     }
                     let now = Instant::now();
-                    if last_log.map_or(true, |t| now - t >= config.log_every) {
+                    if last_log.is_none_or(|t| now - t >= config.log_every) {
                         tracing::warn!(
                             error = &error as &dyn std::error::Error,
                             failures,
