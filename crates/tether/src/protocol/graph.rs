@@ -150,12 +150,7 @@ impl Graph {
         let index = self.reindex();
         let (id, path) = index.path_of.get_key_value(id)?;
         let (id, path) = (id.clone(), path.clone());
-        let type_name = self.nodes.get(&id)?.type_name.clone();
-        Some(ModelAt {
-            id,
-            path,
-            type_name,
-        })
+        self.model_at(id, path)
     }
 
     /// Which model is at this path, if any.
@@ -163,6 +158,10 @@ impl Graph {
         let index = self.reindex();
         let (path, id) = index.id_at.get_key_value(path)?;
         let (id, path) = (id.clone(), path.clone());
+        self.model_at(id, path)
+    }
+
+    fn model_at(&self, id: Arc<str>, path: Arc<str>) -> Option<ModelAt> {
         let type_name = self.nodes.get(&id)?.type_name.clone();
         Some(ModelAt {
             id,
