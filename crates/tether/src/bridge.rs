@@ -115,7 +115,11 @@ pub async fn accept(
             "The websocket handshake is incomplete; use a browser.",
         );
     };
-    let has_state = gw.states.has_state(&user, &app).await;
+    // One load serves both the restore decision and the recording.
+    let log = gw.states.log(&user, &app).await;
+    let has_state = log
+        .as_ref()
+        .is_some_and(|l| !l.lock().expect("log lock").log.is_empty());
     let cx = Context {
         now: Instant::now(),
         generation: &|w| gw.generation(w),
@@ -163,7 +167,6 @@ pub async fn accept(
     // The connection's slot stays taken while the websocket lives.
     let permit = req.extensions_mut().remove::<ConnectionPermit>();
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let log = gw.states.log(&user, &app).await;
     let tap = Tap::new(
         gw.clone(),
         user.clone(),

@@ -197,14 +197,6 @@ impl States {
         })
     }
 
-    /// Whether (user, app) has saved state, from the cache or the store.
-    pub async fn has_state(&self, user: &UserId, app: &str) -> bool {
-        match self.log(user, app).await {
-            Some(log) => !log.lock().expect("log lock").log.is_empty(),
-            None => false,
-        }
-    }
-
     /// Appends entries to a history and schedules its snapshot for writing.
     pub fn record(&self, user: &UserId, app: &str, log: &SharedLog, entries: Vec<Entry>) {
         if entries.is_empty() {
