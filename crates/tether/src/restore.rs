@@ -36,6 +36,8 @@ pub enum RestoreError {
     Protocol(#[from] ProtocolError),
     #[error("the worker refused the document request: {0}")]
     Refused(String),
+    #[error("the restore reached its time bound")]
+    TimedOut,
 }
 
 /// What a restore did, for the log line and metrics.
@@ -65,6 +67,22 @@ pub struct Replayer<'a, U> {
     outstanding: Vec<String>,
     /// Steps refused by the worker (ERROR replies).
     refused: usize,
+    /// Frames of the worker message being read; kept here, not on the stack, so that a read
+    /// cut short by the deadline can hand a half-read message over to the relay intact.
+    partial: Vec<WsMessage>,
+    /// When waiting for the worker stops. Checked only at points where no message is half
+    /// sent, so the worker never sees a torn message.
+    deadline: Instant,
+    /// Progress so far, reported even when the deadline cuts the restore short.
+    outcome: Outcome,
+}
+
+/// What the relay takes over from a restore: the worker message it may have half read.
+pub struct Handover {
+    /// The reassembly state, mid-message if the restore stopped mid-message.
+    pub asm: Assembler,
+    /// The frames of that half-read message, still owed to the browser.
+    pub partial: Vec<WsMessage>,
 }
 
 fn to_ws(part: &Part) -> WsMessage {
@@ -90,7 +108,7 @@ impl<'a, U> Replayer<'a, U>
 where
     U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
-    pub fn new(ws: &'a mut U) -> Self {
+    pub fn new(ws: &'a mut U, deadline: Instant) -> Self {
         Replayer {
             ws,
             asm: Assembler::new(Limits::default()),
@@ -100,10 +118,18 @@ where
             patches: 0,
             outstanding: Vec::new(),
             refused: 0,
+            partial: Vec::new(),
+            deadline,
+            outcome: Outcome::default(),
         }
     }
 
+    /// Sends one whole message. Never cut short: the deadline is checked before the first
+    /// frame, so a message is either not sent or sent whole.
     async fn send(&mut self, msg: &Message) -> Result<(), RestoreError> {
+        if Instant::now() >= self.deadline {
+            return Err(RestoreError::TimedOut);
+        }
         for part in &msg.parts {
             self.ws.feed(to_ws(part)).await?;
         }
@@ -118,18 +144,25 @@ where
     }
 
     /// Reads one whole message, updating the graph; the ACK is kept for the browser.
+    ///
+    /// Stops with [`RestoreError::TimedOut`] at the deadline, possibly mid-message: the frames
+    /// read so far stay in `partial` and the assembler, for the [`Handover`].
     async fn read(&mut self) -> Result<Message, RestoreError> {
-        let mut frames = Vec::new();
         loop {
-            let m = self.ws.next().await.ok_or(RestoreError::Closed)??;
+            let next = tokio::time::timeout_at(self.deadline, self.ws.next());
+            let m = next
+                .await
+                .map_err(|_| RestoreError::TimedOut)?
+                .ok_or(RestoreError::Closed)??;
             let Some(part) = to_part(&m) else {
                 if matches!(m, WsMessage::Close(_)) {
                     return Err(RestoreError::Closed);
                 }
                 continue;
             };
-            frames.push(m);
+            self.partial.push(m);
             if let Some(msg) = self.asm.push(part)? {
+                let mut frames = std::mem::take(&mut self.partial);
                 match msg.msgtype() {
                     "ACK" => self.for_browser.append(&mut frames),
                     "PATCH-DOC" => {
@@ -185,7 +218,7 @@ where
         self.drain().await?;
         for _ in 0..SETTLE_ROUNDS {
             let before = self.patches;
-            tokio::time::sleep(SETTLE_PAUSE).await;
+            tokio::time::sleep_until(self.deadline.min(Instant::now() + SETTLE_PAUSE)).await;
             self.request("PATCH-DOC", EMPTY_PATCH).await?;
             if self.patches == before {
                 break;
@@ -195,7 +228,7 @@ where
     }
 
     /// Pulls the document, sends `document_ready`, replays `entries`, and settles.
-    pub async fn run(&mut self, entries: &[Entry]) -> Result<Outcome, RestoreError> {
+    pub async fn run(&mut self, entries: &[Entry]) -> Result<(), RestoreError> {
         // The worker reads nothing until it has made the session and said ACK.
         while self.read().await?.msgtype() != "ACK" {}
         let reply = self.request("PULL-DOC-REQ", "{}").await?;
@@ -207,12 +240,11 @@ where
         self.graph = Some(Graph::from_pull_reply(reply.content())?);
         // Panel runs onload callbacks and releases held events on the first document_ready.
         self.request("PATCH-DOC", DOCUMENT_READY).await?;
-        let mut outcome = Outcome::default();
         for entry in entries {
             match self.translate(entry) {
                 Ok(msg) => {
                     self.send(&msg).await?;
-                    outcome.applied += 1;
+                    self.outcome.applied += 1;
                 }
                 Err(Skip::PathUnresolved { .. }) | Err(Skip::RefUnresolved { .. }) => {
                     // Perhaps an earlier step creates it (a plot drawn by a click): let the
@@ -221,24 +253,31 @@ where
                     match self.translate(entry) {
                         Ok(msg) => {
                             self.send(&msg).await?;
-                            outcome.applied += 1;
+                            self.outcome.applied += 1;
                         }
                         Err(skip) => {
                             tracing::debug!(%skip, "replay step skipped");
-                            outcome.skipped += 1;
+                            self.outcome.skipped += 1;
                         }
                     }
                 }
                 Err(skip) => {
                     tracing::debug!(%skip, "replay step skipped");
-                    outcome.skipped += 1;
+                    self.outcome.skipped += 1;
                 }
             }
         }
-        self.settle().await?;
-        outcome.applied -= self.refused.min(outcome.applied);
-        outcome.skipped += self.refused;
-        Ok(outcome)
+        self.settle().await
+    }
+
+    /// The outcome so far, counting steps the worker refused as skipped.
+    fn outcome(&self) -> Outcome {
+        let o = self.outcome;
+        let refused = self.refused.min(o.applied);
+        Outcome {
+            applied: o.applied - refused,
+            skipped: o.skipped + refused,
+        }
     }
 
     fn translate(&mut self, entry: &Entry) -> Result<Message, Skip> {
@@ -253,37 +292,53 @@ where
     }
 }
 
-/// Runs a restore with a time bound, logging one line with its outcome.
-pub async fn restore<U>(
-    ws: &mut U,
-    entries: &[Entry],
-    bound: Duration,
-) -> (
-    Result<Outcome, RestoreError>,
-    Vec<WsMessage>,
-    Option<Graph>,
-    Duration,
-)
+/// What a restore leaves for the relay.
+pub struct Restored {
+    /// `Ok` also when the time bound cut it short (that is logged here).
+    pub result: Result<Outcome, RestoreError>,
+    /// Frames owed to the browser (its ACK).
+    pub for_browser: Vec<WsMessage>,
+    /// The session's reference graph, if it was pulled.
+    pub graph: Option<Graph>,
+    /// The half-read worker message, if any.
+    pub handover: Handover,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Runs a restore with a time bound, logging one line if the bound cuts it short.
+///
+/// The bound only ever stops the restore between messages it sends; a worker message it is
+/// reading is handed over half read, so the relay forwards it whole.
+pub async fn restore<U>(ws: &mut U, entries: &[Entry], bound: Duration) -> Restored
 where
     U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
     let started = Instant::now();
-    let mut r = Replayer::new(ws);
-    let result = match tokio::time::timeout(bound, r.run(entries)).await {
-        Ok(res) => res,
-        Err(_) => {
+    let mut r = Replayer::new(ws, started + bound);
+    let result = match r.run(entries).await {
+        Ok(()) => Ok(r.outcome()),
+        Err(RestoreError::TimedOut) => {
             tracing::warn!(
                 ?bound,
                 "restore hit its time bound; showing the session as it is"
             );
-            Ok(Outcome::default())
+            Ok(r.outcome())
         }
+        Err(e) => Err(e),
     };
-    let elapsed = started.elapsed();
-    (
+    Restored {
         result,
-        std::mem::take(&mut r.for_browser),
-        r.graph.take(),
-        elapsed,
-    )
+        for_browser: std::mem::take(&mut r.for_browser),
+        graph: r.graph.take(),
+        handover: Handover {
+            asm: std::mem::replace(&mut r.asm, Assembler::new(Limits::default())),
+            partial: std::mem::take(&mut r.partial),
+        },
+        elapsed: started.elapsed(),
+    }
 }
+
+#[cfg(test)]
+#[path = "restore_tests.rs"]
+mod tests;

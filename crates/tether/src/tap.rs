@@ -92,9 +92,17 @@ impl Tap {
         };
         let bound = self.gw.config.replay_timeout;
         tracing::info!(user = %self.user, app = %self.app, steps = entries.len(), "restoring session");
-        let (result, for_browser, graph, elapsed) =
-            restore::restore(upstream, &entries, bound).await;
+        let restore::Restored {
+            result,
+            for_browser,
+            graph,
+            handover,
+            elapsed,
+        } = restore::restore(upstream, &entries, bound).await;
         self.graph = graph;
+        // A restore cut short may have read part of a worker message; the relay finishes it.
+        self.from_worker = handover.asm;
+        self.held = handover.partial;
         let m = &self.gw.metrics;
         m.restores.fetch_add(1, Relaxed);
         match result {

@@ -83,3 +83,40 @@ async fn worker_killed_during_restore_loses_nothing() {
     // The replay re-ran the clicks exactly once in this session.
     assert!(tab.doc.text().contains("clicked 10 times"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_past_its_time_bound_shows_a_working_page_and_keeps_the_history() {
+    let dir = tempdir();
+    let button_app = app("tests/apps/button_output.py");
+    let mut t = Tether::start(dir.path(), std::slice::from_ref(&button_app), &[]);
+    let mut b = Browser::new();
+    record_clicks(&t, &mut b, 10).await;
+    t.stop();
+    // A bound far shorter than the restore: the page comes anyway, as far as the restore got.
+    let mut short = Tether::start(
+        dir.path(),
+        std::slice::from_ref(&button_app),
+        &["--replay-timeout", "150ms"],
+    );
+    let mut tab = b.open(&short.base, "button_output").await;
+    assert!(short.wait_log("restore hit its time bound", Duration::from_secs(5)));
+    // Steps already sent still take effect in the worker (often all ten: sending is quick, the
+    // waiting is what was cut), so how many plots this page shows is not fixed. The relay must
+    // be in step with the worker: a click still works.
+    tab.settle().await;
+    let before = plot_count(&tab);
+    let button = tab.doc.id_of("Button", "label", "Add plot");
+    tab.click(&button).await;
+    let next = format!("clicked {} times", before + 1);
+    tab.wait_for("the click's output", |d| d.text().contains(&next))
+        .await;
+    tab.settle().await;
+    assert_eq!(plot_count(&tab), before + 1, "{:?}", tab.doc.titles());
+    tab.close().await;
+    short.stop();
+    drop(short);
+    // The history has the ten clicks and the new one: with time enough, all come back.
+    t.start_again();
+    let tab = b.open(&t.base, "button_output").await;
+    assert_eq!(plot_count(&tab), 11, "{:?}", tab.doc.titles());
+}
