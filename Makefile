@@ -1,6 +1,6 @@
 # tether: `make demo` serves the demo app through tether; `make test` runs every test.
 # Both set up what they need: the Rust build, a Python venv with the pinned Panel, and
-# redis-server for the store tests.
+# (for the tests) redis-server and faketime from Debian.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -22,11 +22,16 @@ $(VENV)/.installed: requirements.txt
 	$(VPY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Debian packages the tests use. Installed only when missing.
+# Debian packages the tests use: redis-server for the Redis store, faketime to step a
+# gateway's wall clock. Installed only when missing.
 system-deps:
-	@if ! command -v redis-server >/dev/null; then \
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 >/dev/null 2>&1 \
+	  || missing="$$missing faketime"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
 demo: venv build

@@ -589,3 +589,101 @@ async fn redis_writer_resumes_after_the_server_restarts() {
     );
     assert!(writer.stats().write_errors >= 1);
 }
+
+/// Opens a SQLite store on a manual clock.
+async fn sqlite_on(clock: &ManualClock) -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open_with_clock(dir.path().join("s.db"), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    (dir, s)
+}
+
+#[tokio::test]
+async fn sqlite_a_wall_clock_jump_expires_nothing_early() {
+    let clock = ManualClock::new();
+    let (_dir, s) = sqlite_on(&clock).await;
+    s.save_batch(&[(key(1, "a"), vec![1])], HOUR).await.unwrap();
+    // NTP or an operator steps the clock ten days ahead: no time has passed.
+    clock.jump_forward(Duration::from_secs(10 * 24 * 3600));
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(vec![1]));
+    assert_eq!(s.purge_expired().await.unwrap(), 0);
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(vec![1]));
+    // A step back does not make it live longer either: the TTL is real time.
+    clock.jump_back(Duration::from_secs(20 * 24 * 3600));
+    clock.advance(HOUR - Duration::from_millis(1));
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(vec![1]));
+    clock.advance(Duration::from_millis(2));
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), None);
+    assert_eq!(s.purge_expired().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_after_a_reboot_expiry_falls_back_to_the_wall_clock() {
+    let clock = ManualClock::new();
+    let (_dir, s) = sqlite_on(&clock).await;
+    s.save_batch(&[(key(1, "a"), vec![1])], HOUR).await.unwrap();
+    s.save_batch(&[(key(2, "a"), vec![2])], HOUR).await.unwrap();
+    clock.reboot();
+    clock.advance(HOUR / 2);
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(vec![1]));
+    // Written again after the reboot: judged on the new boot's clock.
+    s.save_batch(&[(key(2, "a"), vec![3])], HOUR).await.unwrap();
+    clock.advance(HOUR / 2 + Duration::from_millis(1));
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), None);
+    assert_eq!(s.load(&key(2, "a")).await.unwrap(), Some(vec![3]));
+    assert_eq!(s.purge_expired().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_without_a_boot_clock_uses_the_wall_clock() {
+    let clock = ManualClock::wall_only(std::time::SystemTime::now());
+    let (_dir, s) = sqlite_on(&clock).await;
+    s.save_batch(&[(key(1, "a"), vec![1])], HOUR).await.unwrap();
+    clock.advance(HOUR - Duration::from_millis(1));
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(vec![1]));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_a_file_from_the_first_schema_is_upgraded_and_keeps_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let far = std::time::SystemTime::now() + HOUR;
+    let expires = far
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    {
+        // The schema tether wrote before stamps carried the boot clock.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE state (user TEXT NOT NULL, app TEXT NOT NULL, snapshot BLOB NOT NULL,
+                                 expires_at INTEGER NOT NULL, PRIMARY KEY (user, app));
+             CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL,
+                                expires_at INTEGER NOT NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO state VALUES (?1, 'a', x'07', ?2)",
+            rusqlite::params![user(1), expires],
+        )
+        .unwrap();
+    }
+    let clock = ManualClock::new();
+    let s = SqliteStore::open_with_clock(&path, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(vec![7]));
+    s.save_batch(&[(key(1, "a"), vec![8])], HOUR).await.unwrap();
+    clock.jump_forward(10 * HOUR);
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(vec![8]));
+    drop(s);
+    // Opening again is a no-op.
+    let s = SqliteStore::open_with_clock(&path, Arc::new(clock))
+        .await
+        .unwrap();
+    assert_eq!(s.load(&key(1, "a")).await.unwrap(), Some(vec![8]));
+}

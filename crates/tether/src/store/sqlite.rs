@@ -21,13 +21,16 @@ use super::{check_user, ttl_millis, Clock, StateKey, Store, StoreError, SystemCl
 /// How long one statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The whole schema. `user_version` numbers it for future migrations.
+/// The whole schema. `user_version` numbers it: 1 lacked the boot columns, which
+/// [`migrate`] adds.
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS state (
         user       TEXT    NOT NULL,
         app        TEXT    NOT NULL,
         snapshot   BLOB    NOT NULL,
         expires_at INTEGER NOT NULL, -- unix milliseconds
+        boot_id    TEXT,             -- the boot it was written in, if known
+        boot_expires_at INTEGER,     -- the same expiry on that boot's clock (ms)
         PRIMARY KEY (user, app)
     );
     CREATE INDEX IF NOT EXISTS state_expires_at ON state (expires_at);
@@ -37,8 +40,15 @@ const SCHEMA: &str = "
         expires_at INTEGER NOT NULL  -- unix milliseconds
     );
     CREATE INDEX IF NOT EXISTS meta_expires_at ON meta (expires_at);
-    PRAGMA user_version = 1;
 ";
+
+/// The schema version this code writes.
+const SCHEMA_VERSION: i64 = 2;
+
+/// A state row is live: judged on the boot clock when written in this boot (so a step of
+/// the wall clock expires nothing early), else on the wall clock. Parameters: `?1` wall
+/// now, `?2` boot id (NULL if unknown), `?3` boot clock now.
+const LIVE: &str = "CASE WHEN boot_id = ?2 THEN boot_expires_at > ?3 ELSE expires_at > ?1 END";
 
 /// A [`Store`] in one SQLite file.
 #[derive(Clone)]
@@ -118,12 +128,15 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn load(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StoreError> {
         check_user(&key.user)?;
-        let (user, app, now) = (key.user.clone(), key.app.clone(), self.clock.now_millis());
+        let (user, app) = (key.user.clone(), key.app.clone());
+        let now = Now::of(&*self.clock);
         self.run(move |conn| {
-            conn.prepare_cached(
-                "SELECT snapshot FROM state WHERE user = ?1 AND app = ?2 AND expires_at > ?3",
-            )?
-            .query_row(params![user, app, now], |row| row.get(0))
+            conn.prepare_cached(&format!(
+                "SELECT snapshot FROM state WHERE user = ?4 AND app = ?5 AND {LIVE}"
+            ))?
+            .query_row(params![now.wall, now.boot_id, now.boot, user, app], |row| {
+                row.get(0)
+            })
             .optional()
         })
         .await
@@ -141,19 +154,30 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let items = items.to_vec();
-        let expires_at = expiry(self.clock.now_millis(), ttl);
+        let now = Now::of(&*self.clock);
+        let expires_at = expiry(now.wall, ttl);
+        let boot_expires_at = now.boot.map(|b| expiry(b, ttl));
         self.run(move |conn| {
             // IMMEDIATE takes the write lock up front, so a second process sharing the
             // file waits (busy_timeout) instead of failing mid-transaction.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut upsert = tx.prepare_cached(
-                    "INSERT INTO state (user, app, snapshot, expires_at) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO state (user, app, snapshot, expires_at, boot_id, boot_expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (user, app) DO UPDATE
-                     SET snapshot = excluded.snapshot, expires_at = excluded.expires_at",
+                     SET snapshot = excluded.snapshot, expires_at = excluded.expires_at,
+                         boot_id = excluded.boot_id, boot_expires_at = excluded.boot_expires_at",
                 )?;
                 for (key, snapshot) in &items {
-                    upsert.execute(params![key.user, key.app, snapshot, expires_at])?;
+                    upsert.execute(params![
+                        key.user,
+                        key.app,
+                        snapshot,
+                        expires_at,
+                        now.boot_id,
+                        boot_expires_at
+                    ])?;
                 }
             }
             tx.commit()
@@ -209,15 +233,39 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let now = self.clock.now_millis();
+        let now = Now::of(&*self.clock);
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let state = tx.execute("DELETE FROM state WHERE expires_at <= ?1", [now])?;
-            let meta = tx.execute("DELETE FROM meta WHERE expires_at <= ?1", [now])?;
+            let state = tx.execute(
+                &format!("DELETE FROM state WHERE NOT ({LIVE})"),
+                params![now.wall, now.boot_id, now.boot],
+            )?;
+            let meta = tx.execute("DELETE FROM meta WHERE expires_at <= ?1", [now.wall])?;
             tx.commit()?;
             Ok((state + meta) as u64)
         })
         .await
+    }
+}
+
+/// "Now" on both clocks, as SQL parameters.
+struct Now {
+    /// Wall clock, unix milliseconds.
+    wall: i64,
+    /// This boot's id, if known.
+    boot_id: Option<String>,
+    /// Boot clock, milliseconds since boot, if known.
+    boot: Option<i64>,
+}
+
+impl Now {
+    fn of(clock: &dyn Clock) -> Now {
+        let boot = clock.boot();
+        Now {
+            wall: clock.now_millis(),
+            boot_id: boot.as_ref().map(|b| b.id.to_string()),
+            boot: boot.map(|b| b.millis),
+        }
     }
 }
 
@@ -255,8 +303,25 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
     quick_check(&conn).map_err(fail)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(fail)?;
-    conn.execute_batch(SCHEMA).map_err(fail)?;
+    migrate(&conn).map_err(fail)?;
     Ok(conn)
+}
+
+/// Creates the schema, or brings a file written by an earlier tether up to date.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    if version == 1 {
+        tx.execute_batch(
+            "ALTER TABLE state ADD COLUMN boot_id TEXT;
+             ALTER TABLE state ADD COLUMN boot_expires_at INTEGER;",
+        )?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()
 }
 
 /// Runs `PRAGMA quick_check` (linear in the file size, once at startup) and turns a

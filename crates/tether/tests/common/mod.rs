@@ -52,6 +52,8 @@ pub struct Tether {
     pub dir: PathBuf,
     /// Arguments it was started with, to restart it identically.
     args: Vec<String>,
+    /// Extra environment it was started with.
+    env: Vec<(String, String)>,
     /// Standard error lines, collected by a thread.
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -61,11 +63,27 @@ impl Tether {
     pub fn start(dir: &Path, apps: &[PathBuf], args: &[&str]) -> Tether {
         let mut all: Vec<String> = apps.iter().map(|a| a.display().to_string()).collect();
         all.extend(args.iter().map(|s| s.to_string()));
-        Self::start_args(dir, all)
+        Self::start_args(dir, all, Vec::new())
     }
 
-    fn start_args(dir: &Path, args: Vec<String>) -> Tether {
-        let (child, lines, stderr) = spawn(dir, &args);
+    /// Like [`Tether::start`], with extra environment variables for the gateway.
+    pub fn start_with_env(
+        dir: &Path,
+        apps: &[PathBuf],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Tether {
+        let mut all: Vec<String> = apps.iter().map(|a| a.display().to_string()).collect();
+        all.extend(args.iter().map(|s| s.to_string()));
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_args(dir, all, env)
+    }
+
+    fn start_args(dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Tether {
+        let (child, lines, stderr) = spawn(dir, &args, &env);
         let mut child = child;
         let deadline = Instant::now() + Duration::from_secs(120);
         let base = loop {
@@ -96,6 +114,7 @@ impl Tether {
             base,
             dir: dir.to_owned(),
             args,
+            env,
             stderr,
         }
     }
@@ -135,12 +154,12 @@ impl Tether {
     /// Stops it (SIGTERM) and starts it again with the same arguments and directory.
     pub fn restart(&mut self) {
         self.stop();
-        *self = Self::start_args(&self.dir.clone(), self.args.clone());
+        *self = Self::start_args(&self.dir.clone(), self.args.clone(), self.env.clone());
     }
 
     /// After a kill -9: start again with the same arguments.
     pub fn start_again(&mut self) {
-        *self = Self::start_args(&self.dir.clone(), self.args.clone());
+        *self = Self::start_args(&self.dir.clone(), self.args.clone(), self.env.clone());
     }
 
     pub fn stderr(&self) -> String {
@@ -203,13 +222,14 @@ type Spawned = (
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 );
 
-fn spawn(dir: &Path, args: &[String]) -> Spawned {
+fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> Spawned {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["serve", "--port", "0"])
         .args(args)
         .current_dir(dir)
         .env("TETHER_PYTHON", python())
         .env("TETHER_LOG", "tether=debug")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
