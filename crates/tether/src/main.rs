@@ -132,6 +132,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
         format!("cannot listen on {addr}; pick another --port or stop what uses it")
     })?;
     let bound = listener.local_addr()?;
+    survive_file_size_limit();
     let mut config = tether::config::Config::new(s.apps);
     config.python = s.python;
     config.state_url = s.state;
@@ -164,6 +165,19 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     };
     tether::server::run_announced(listener, config, announce, shutdown_signal()).await?;
     Ok(())
+}
+
+/// A file-size limit (`ulimit -f`) must make a state write fail, not kill the gateway: the
+/// writer then keeps the state in memory and retries, as it does when the disk is full.
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Handling SIGXFSZ replaces its default action, which ends the process.
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut xfsz) => {
+            tokio::spawn(async move { while xfsz.recv().await.is_some() {} });
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot handle SIGXFSZ"),
+    }
 }
 
 async fn shutdown_signal() {

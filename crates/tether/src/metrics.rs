@@ -180,6 +180,12 @@ impl Metrics {
             s.dropped,
         );
         m.one(
+            "store_failing",
+            "gauge",
+            "1 while the last write to the store failed and state is held in memory for retry.",
+            u8::from(s.failing),
+        );
+        m.one(
             "store_pending_snapshots",
             "gauge",
             "Snapshots not yet written to the store.",

@@ -430,7 +430,13 @@ async fn ops(gw: &Gateway, op: &str, req: Request<Body>) -> Response<Body> {
             let healthy = (0..gw.slots.len())
                 .filter(|&w| gw.endpoint(w).port != 0)
                 .count();
-            if healthy > 0 {
+            if healthy > 0 && gw.states.writer_stats().failing {
+                // Still serving: live sessions work, and changes wait in memory for the store.
+                proxy::plain(
+                    StatusCode::OK,
+                    "Serving, but the state store is refusing writes, so recent changes are only in memory; free disk space or fix the state store.",
+                )
+            } else if healthy > 0 {
                 proxy::plain(StatusCode::OK, "ok")
             } else {
                 proxy::plain(

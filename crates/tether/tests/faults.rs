@@ -1,11 +1,12 @@
-//! Faults in the middle of a restore: nothing the user did before the durability window is
-//! lost, whichever process dies.
+//! Faults: a process dying in the middle of a restore, a restore past its time bound, and a
+//! state store that refuses writes. Nothing the user did before the durability window is lost.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{app, tempdir, Browser, Tab, Tether};
+use common::{app, bokeh::http_get, tempdir, Browser, Tab, Tether};
+use serde_json::json;
 
 /// Records a state with many replay steps: ten clicks, each drawing a new plot.
 async fn record_clicks(t: &Tether, b: &mut Browser, clicks: usize) {
@@ -119,4 +120,83 @@ async fn a_restore_past_its_time_bound_shows_a_working_page_and_keeps_the_histor
     t.start_again();
     let tab = b.open(&t.base, "button_output").await;
     assert_eq!(plot_count(&tab), 11, "{:?}", tab.doc.titles());
+}
+
+/// Sets the gateway's file-size limit (soft; the hard limit stays unlimited): past it every
+/// write to a regular file fails, as on a full disk. The workers are separate processes and
+/// keep theirs.
+fn file_size_limit(pid: u32, bytes: Option<u64>) {
+    let soft = bytes.map_or("unlimited".to_owned(), |b| b.to_string());
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--fsize={soft}:unlimited"),
+        ])
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(status.success());
+}
+
+fn div_text(tab: &Tab) -> String {
+    let div = tab.doc.of_type("Div")[0]["id"].as_str().unwrap().to_owned();
+    tab.doc.attr(&div, "text").as_str().unwrap_or("").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_refuses_writes_keeps_serving_says_so_and_loses_nothing() {
+    let dir = tempdir();
+    let mut t = Tether::start(dir.path(), &[app("tests/apps/plain_bokeh.py")], &[]);
+    let mut b = Browser::new();
+    let mut tab = b.open(&t.base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    tab.set(&slider, "value", json!(3)).await;
+    tab.settle().await;
+    assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
+
+    // The disk is full: no write to the state file can succeed.
+    file_size_limit(t.pid(), Some(1));
+    tab.set(&slider, "value", json!(5)).await;
+    // The gateway keeps serving: the app still answers the change.
+    tab.wait_for("the app's answer", |d| {
+        d.text().contains("value=5 color=red")
+    })
+    .await;
+    // ... and says so: in its log, its health and its metrics.
+    assert!(
+        t.wait_log("cannot write state snapshots", Duration::from_secs(10)),
+        "the failure is logged"
+    );
+    let (status, _, body) = http_get(&t.url("/.tether/health"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("state store is refusing writes"), "{body}");
+    let metrics = http_get(&t.url("/.tether/metrics"), &[]).await.2;
+    assert!(metrics.contains("tether_store_failing 1"), "{metrics}");
+    // A reload still reattaches to the live session.
+    tab.close().await;
+    let tab = b.open(&t.base, "plain_bokeh").await;
+    assert_eq!(div_text(&tab), "value=5 color=red");
+    tab.close().await;
+
+    // Space comes back: the held change is written within the retry delay.
+    file_size_limit(t.pid(), None);
+    assert!(
+        t.wait_log(
+            "the state store accepts writes again",
+            Duration::from_secs(10)
+        ),
+        "writing resumes"
+    );
+    assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
+    // Nothing was lost: after a kill -9 and a restart, the change made while the disk was
+    // full is restored.
+    t.kill9();
+    t.start_again();
+    let tab = b.open(&t.base, "plain_bokeh").await;
+    assert_eq!(
+        tab.doc
+            .attr(&tab.doc.id_of("Slider", "title", "value"), "value"),
+        json!(5)
+    );
+    assert_eq!(div_text(&tab), "value=5 color=red");
 }

@@ -69,6 +69,8 @@ pub struct WriterStats {
     pub dropped: u64,
     /// Snapshots not yet durable right now: waiting, or in the batch being written.
     pub pending: usize,
+    /// The last write failed and the writer is retrying: the store is down or full.
+    pub failing: bool,
     /// For the last successful batch: from the earliest submit it contained to commit.
     pub last_latency: Option<Duration>,
 }
@@ -151,6 +153,8 @@ struct Counters {
     dropped: AtomicU64,
     /// Last latency in microseconds, plus one (0 = none yet).
     last_latency_us: AtomicU64,
+    /// See [`WriterStats::failing`].
+    failing: AtomicBool,
 }
 
 /// Closes the writer when the last handle goes away.
@@ -226,12 +230,14 @@ impl Writer {
             }
             match shared.flush_once().await {
                 Ok(_) => {
+                    shared.counters.failing.store(false, Ordering::Relaxed);
                     if failures > 0 {
                         tracing::info!(failures, "the state store accepts writes again");
                     }
                     (retry_at, delay, failures, last_log) = (None, config.window, 0, None);
                 }
                 Err(error) => {
+                    shared.counters.failing.store(true, Ordering::Relaxed);
                     failures += 1;
                     let pending = shared.lock().unsaved();
                     if shared.closed.load(Ordering::Acquire) {
@@ -309,6 +315,7 @@ impl WriterHandle {
             write_errors: c.write_errors.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             pending: self.shared.lock().unsaved(),
+            failing: c.failing.load(Ordering::Relaxed),
             last_latency: latency.checked_sub(1).map(Duration::from_micros),
         }
     }

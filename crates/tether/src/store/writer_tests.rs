@@ -157,6 +157,7 @@ async fn keeps_snapshots_through_failures_and_resumes() {
     sleep(WINDOW + ms(1)).await;
     assert_eq!(writer.stats().write_errors, 1);
     assert_eq!(writer.stats().pending, 1);
+    assert!(writer.stats().failing);
 
     writer.submit(key("a"), b"new".to_vec());
     writer.submit(key("b"), b"b".to_vec());
@@ -175,6 +176,10 @@ async fn keeps_snapshots_through_failures_and_resumes() {
         sleep(ms(10)).await;
     }
     assert!(recovered.elapsed() <= Duration::from_secs(1) + WINDOW);
+    assert!(
+        !writer.stats().failing,
+        "a write that succeeds ends the failure"
+    );
     assert_eq!(
         store.saved("a"),
         Some(b"new".to_vec()),
