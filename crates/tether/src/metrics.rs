@@ -182,8 +182,8 @@ impl Metrics {
         m.one(
             "store_failing",
             "gauge",
-            "1 while the last write to the store failed and state is held in memory for retry.",
-            u8::from(s.failing),
+            "1 while the store refuses writes (full, read-only or down) and changes wait in memory.",
+            u8::from(gw.states.refusing_writes()),
         );
         m.one(
             "store_pending_snapshots",

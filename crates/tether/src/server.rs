@@ -430,7 +430,7 @@ async fn ops(gw: &Gateway, op: &str, req: Request<Body>) -> Response<Body> {
             let healthy = (0..gw.slots.len())
                 .filter(|&w| gw.endpoint(w).port != 0)
                 .count();
-            if healthy > 0 && gw.states.writer_stats().failing {
+            if healthy > 0 && gw.states.refusing_writes() {
                 // Still serving: live sessions work, and changes wait in memory for the store.
                 proxy::plain(
                     StatusCode::OK,

@@ -234,6 +234,11 @@ impl States {
         }
     }
 
+    /// The store refuses writes right now (full, read-only or down): changes wait in memory.
+    pub fn refusing_writes(&self) -> bool {
+        self.writer.stats().failing || self.store.refuses_writes()
+    }
+
     pub fn writer_stats(&self) -> store::WriterStats {
         self.writer.stats()
     }

@@ -200,3 +200,100 @@ async fn a_store_that_refuses_writes_keeps_serving_says_so_and_loses_nothing() {
     );
     assert_eq!(div_text(&tab), "value=5 color=red");
 }
+
+/// Runs a command in the gateway's mount namespace.
+fn in_namespace_of(pid: u32, script: &str) {
+    let status = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "sh", "-c", script])
+        .status()
+        .expect("nsenter (util-linux) runs");
+    assert!(status.success(), "{script}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_state_directory_is_served_from_said_so_and_written_once_writable() {
+    let dir = tempdir();
+    let plain = app("tests/apps/plain_bokeh.py");
+    let mut t = Tether::start(dir.path(), std::slice::from_ref(&plain), &[]);
+    let mut b = Browser::new();
+    let mut tab = b.open(&t.base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    tab.set(&slider, "value", json!(3)).await;
+    tab.settle().await;
+    tab.close().await;
+    t.stop();
+    drop(t);
+
+    // The same state file, on a file system mounted read-only, in a mount namespace of the
+    // gateway's own (so nothing outside the test sees the mount).
+    let mnt = dir.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    let setup = dir.path().join("read-only-state.sh");
+    std::fs::write(
+        &setup,
+        format!(
+            "set -e\nmount -t tmpfs -o size=8m tether-test '{m}'\ncp '{src}' '{m}/state.db'\n\
+             mount -o remount,ro '{m}'\nexec \"$@\"\n",
+            m = mnt.display(),
+            src = dir.path().join(".tether/state.db").display(),
+        ),
+    )
+    .unwrap();
+    let state = format!("sqlite:{}/state.db", mnt.display());
+    let t = Tether::start_launched(
+        dir.path(),
+        std::slice::from_ref(&plain),
+        &["--state", &state],
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            setup.to_str().unwrap(),
+        ],
+    );
+    // It serves, says so, and restores from the read-only file.
+    assert!(t.wait_log("the state file cannot be written", Duration::from_secs(5)));
+    let (status, _, body) = http_get(&t.url("/.tether/health"), &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("state store is refusing writes"), "{body}");
+    let mut tab = b.open(&t.base, "plain_bokeh").await;
+    assert_eq!(div_text(&tab), "value=3 color=red");
+    // A change works in the app, and waits in memory.
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    tab.set(&slider, "value", json!(6)).await;
+    tab.wait_for("the app's answer", |d| {
+        d.text().contains("value=6 color=red")
+    })
+    .await;
+    assert!(t.wait_log("cannot write state snapshots", Duration::from_secs(10)));
+    tab.close().await;
+
+    // The file system becomes writable: the file is reopened and the change written.
+    in_namespace_of(t.pid(), &format!("mount -o remount,rw '{}'", mnt.display()));
+    assert!(t.wait_log("the state file is writable now", Duration::from_secs(10)));
+    assert!(t.wait_log(
+        "the state store accepts writes again",
+        Duration::from_secs(10)
+    ));
+    assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
+
+    // Nothing was lost: a copy of the file taken now restores the change made while it was
+    // read-only (the mount goes away with the gateway's namespace).
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    in_namespace_of(
+        t.pid(),
+        &format!("cp '{}'/state.db* '{}'/", mnt.display(), copy.display()),
+    );
+    drop(t);
+    let state = format!("sqlite:{}/state.db", copy.display());
+    let t = Tether::start(
+        dir.path(),
+        std::slice::from_ref(&plain),
+        &["--state", &state],
+    );
+    let tab = b.open(&t.base, "plain_bokeh").await;
+    assert_eq!(div_text(&tab), "value=6 color=red");
+}

@@ -109,3 +109,27 @@ pub enum StoreError {
         user: String,
     },
 }
+
+impl StoreError {
+    /// The location may just be unwritable (read-only file system, file or directory, or no
+    /// permission), rather than damaged or mistyped.
+    pub fn may_be_unwritable(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            StoreError::SqliteReadOnly { .. } => true,
+            StoreError::CreateDir { source, .. } => matches!(
+                source.kind(),
+                ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied
+            ),
+            StoreError::SqliteOpen { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::PermissionDenied
+                )
+            ),
+            _ => false,
+        }
+    }
+}

@@ -75,13 +75,20 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a registry entry set by [`Store::put_meta`], if it has not expired.
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
 
+    /// True while the store is open read-only and refuses every write (SQLite on a location
+    /// this process cannot write); writes keep being tried.
+    fn refuses_writes(&self) -> bool {
+        false
+    }
+
     /// Reclaims space held by expired entries and returns how many were removed.
     /// Call it periodically. Backends that expire entries themselves (Redis) return 0.
     async fn purge_expired(&self) -> Result<u64, StoreError>;
 }
 
 /// Opens the store named by `url`:
-/// - `sqlite:PATH`: a SQLite file, created with its parent directories if missing;
+/// - `sqlite:PATH`: a SQLite file, created with its parent directories if missing, or
+///   opened read-only where it cannot be written;
 /// - `redis://HOST:PORT[/DB]`: a Redis server shared by several gateways.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
@@ -90,7 +97,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
                 url: url.to_owned(),
             });
         }
-        Ok(Arc::new(SqliteStore::open(path).await?))
+        // A read-only location is served from, not refused: see `open_or_read_only`.
+        Ok(Arc::new(
+            SqliteStore::open_or_read_only(path, Arc::new(SystemClock)).await?,
+        ))
     } else if url.starts_with("redis://") {
         Ok(Arc::new(RedisStore::connect(url).await?))
     } else {

@@ -11,10 +11,13 @@
 //! connection's mutex, so SQLite work never stalls the async workers.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{ffi, params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior,
+};
 
 use super::{check_user, ttl_millis, Clock, StateKey, Store, StoreError, SystemClock};
 
@@ -59,6 +62,9 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// Where "now" comes from when stamping and checking expiry; tests inject one.
     clock: Arc<dyn Clock>,
+    /// Opened read-only because the location cannot be written (see
+    /// [`SqliteStore::open_or_read_only`]); every write first tries to open it for writing.
+    read_only: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -94,7 +100,58 @@ impl SqliteStore {
             path: Arc::new(path),
             conn: Arc::new(Mutex::new(conn)),
             clock,
+            read_only: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Like [`SqliteStore::open_with_clock`], but a location this process cannot write (a
+    /// read-only file system, file or directory) is not fatal. The file is then opened
+    /// read-only if it exists, so saved state is still restored; writes fail with
+    /// [`StoreError::SqliteReadOnly`], and each write first tries to open the file for writing
+    /// again, so writing resumes once it is possible. Any other error is returned as it is.
+    pub async fn open_or_read_only(
+        path: impl AsRef<Path>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let error = match Self::open_with_clock(&path, clock.clone()).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.may_be_unwritable() => e,
+            Err(e) => return Err(e),
+        };
+        let for_task = path.clone();
+        let Ok(Ok(conn)) = tokio::task::spawn_blocking(move || open_read_only(&for_task)).await
+        else {
+            return Err(error);
+        };
+        tracing::warn!(
+            path = %path.display(),
+            "the state file cannot be written, so tether serves and restores from it but keeps new changes in memory; make it writable (tether retries every second) or pass another --state"
+        );
+        Ok(Self {
+            path: Arc::new(path),
+            conn: Arc::new(Mutex::new(conn)),
+            clock,
+            read_only: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// Before a write: if the file was opened read-only, tries to open it for writing.
+    async fn ensure_writable(&self) -> Result<(), StoreError> {
+        if !self.read_only.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let path = self.path.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || open_blocking(&path)).await;
+        let Ok(Ok(conn)) = opened else {
+            return Err(StoreError::SqliteReadOnly {
+                path: self.path.to_path_buf(),
+            });
+        };
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = conn;
+        self.read_only.store(false, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "the state file is writable now");
+        Ok(())
     }
 
     /// The state file's path.
@@ -126,6 +183,10 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    fn refuses_writes(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+
     async fn load(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StoreError> {
         check_user(&key.user)?;
         let (user, app) = (key.user.clone(), key.app.clone());
@@ -147,6 +208,7 @@ impl Store for SqliteStore {
         items: &[(StateKey, Vec<u8>)],
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        self.ensure_writable().await?;
         for (key, _) in items {
             check_user(&key.user)?;
         }
@@ -186,6 +248,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete(&self, key: &StateKey) -> Result<(), StoreError> {
+        self.ensure_writable().await?;
         check_user(&key.user)?;
         let (user, app) = (key.user.clone(), key.app.clone());
         self.run(move |conn| {
@@ -197,6 +260,7 @@ impl Store for SqliteStore {
     }
 
     async fn forget_user(&self, user: &str) -> Result<(), StoreError> {
+        self.ensure_writable().await?;
         check_user(user)?;
         let user = user.to_owned();
         self.run(move |conn| {
@@ -208,6 +272,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_meta(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.ensure_writable().await?;
         let (key, value) = (key.to_owned(), value.to_owned());
         let expires_at = expiry(self.clock.now_millis(), ttl);
         self.run(move |conn| {
@@ -233,6 +298,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.ensure_writable().await?;
         let now = Now::of(&*self.clock);
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -246,6 +312,37 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Opens an existing state file read-only, or an empty store in memory if there is none.
+/// Blocking.
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    if !path.exists() {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        return Ok(conn);
+    }
+    // A WAL-mode file on a read-only file system opens only as immutable. Changes still in
+    // its WAL (a gateway killed before its last checkpoint) are not seen that way.
+    let escaped = path
+        .to_string_lossy()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    let conn = Connection::open_with_flags(
+        format!("file:{escaped}?mode=ro&immutable=1"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    quick_check(&conn)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version != SCHEMA_VERSION {
+        // An older file is upgraded in place, which needs it writable.
+        return Err(rusqlite::Error::SqliteFailure(
+            ffi::Error::new(ffi::SQLITE_READONLY),
+            Some(format!("schema version {version} needs an upgrade")),
+        ));
+    }
+    Ok(conn)
 }
 
 /// "Now" on both clocks, as SQL parameters.

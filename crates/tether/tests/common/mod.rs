@@ -54,6 +54,8 @@ pub struct Tether {
     args: Vec<String>,
     /// Extra environment it was started with.
     env: Vec<(String, String)>,
+    /// A command that runs the gateway (`unshare ...`), or empty.
+    launcher: Vec<String>,
     /// Standard error lines, collected by a thread.
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -64,6 +66,20 @@ impl Tether {
         let mut all: Vec<String> = apps.iter().map(|a| a.display().to_string()).collect();
         all.extend(args.iter().map(|s| s.to_string()));
         Self::start_args(dir, all, Vec::new())
+    }
+
+    /// Like [`Tether::start`], run by `launcher`: `LAUNCHER... TETHER serve ...`. The launcher
+    /// must end by exec'ing the gateway, so that the child is the gateway itself.
+    pub fn start_launched(
+        dir: &Path,
+        apps: &[PathBuf],
+        args: &[&str],
+        launcher: &[&str],
+    ) -> Tether {
+        let mut all: Vec<String> = apps.iter().map(|a| a.display().to_string()).collect();
+        all.extend(args.iter().map(|s| s.to_string()));
+        let launcher: Vec<String> = launcher.iter().map(|s| s.to_string()).collect();
+        Self::start_full(dir, all, Vec::new(), launcher)
     }
 
     /// Like [`Tether::start`], with extra environment variables for the gateway.
@@ -83,7 +99,16 @@ impl Tether {
     }
 
     fn start_args(dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Tether {
-        let (child, lines, stderr) = spawn(dir, &args, &env);
+        Self::start_full(dir, args, env, Vec::new())
+    }
+
+    fn start_full(
+        dir: &Path,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        launcher: Vec<String>,
+    ) -> Tether {
+        let (child, lines, stderr) = spawn(dir, &args, &env, &launcher);
         let mut child = child;
         let deadline = Instant::now() + Duration::from_secs(120);
         let base = loop {
@@ -115,6 +140,7 @@ impl Tether {
             dir: dir.to_owned(),
             args,
             env,
+            launcher,
             stderr,
         }
     }
@@ -154,12 +180,22 @@ impl Tether {
     /// Stops it (SIGTERM) and starts it again with the same arguments and directory.
     pub fn restart(&mut self) {
         self.stop();
-        *self = Self::start_args(&self.dir.clone(), self.args.clone(), self.env.clone());
+        *self = Self::start_full(
+            &self.dir.clone(),
+            self.args.clone(),
+            self.env.clone(),
+            self.launcher.clone(),
+        );
     }
 
     /// After a kill -9: start again with the same arguments.
     pub fn start_again(&mut self) {
-        *self = Self::start_args(&self.dir.clone(), self.args.clone(), self.env.clone());
+        *self = Self::start_full(
+            &self.dir.clone(),
+            self.args.clone(),
+            self.env.clone(),
+            self.launcher.clone(),
+        );
     }
 
     pub fn stderr(&self) -> String {
@@ -222,8 +258,17 @@ type Spawned = (
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 );
 
-fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> Spawned {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+fn spawn(dir: &Path, args: &[String], env: &[(String, String)], launcher: &[String]) -> Spawned {
+    let tether = env!("CARGO_BIN_EXE_tether");
+    let mut command = match launcher.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(tether);
+            c
+        }
+        None => Command::new(tether),
+    };
+    let mut child = command
         .args(["serve", "--port", "0"])
         .args(args)
         .current_dir(dir)
