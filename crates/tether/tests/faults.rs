@@ -144,24 +144,19 @@ fn div_text(tab: &Tab) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_store_that_refuses_writes_keeps_serving_says_so_and_loses_nothing() {
+async fn a_file_size_limit_keeps_serving_says_so_and_loses_nothing() {
     let dir = tempdir();
     let mut t = Tether::start(dir.path(), &[app("tests/apps/plain_bokeh.py")], &[]);
     let mut b = Browser::new();
     let mut tab = b.open(&t.base, "plain_bokeh").await;
-    let slider = tab.doc.id_of("Slider", "title", "value");
-    tab.set(&slider, "value", json!(3)).await;
+    set_slider(&mut tab, 3).await;
     tab.settle().await;
     assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
 
-    // The disk is full: no write to the state file can succeed.
+    // Past the limit, no write to the state file can succeed.
     file_size_limit(t.pid(), Some(1));
-    tab.set(&slider, "value", json!(5)).await;
     // The gateway keeps serving: the app still answers the change.
-    tab.wait_for("the app's answer", |d| {
-        d.text().contains("value=5 color=red")
-    })
-    .await;
+    set_slider(&mut tab, 5).await;
     // ... and says so: in its log, its health and its metrics.
     assert!(
         t.wait_log("cannot write state snapshots", Duration::from_secs(10)),
@@ -178,7 +173,7 @@ async fn a_store_that_refuses_writes_keeps_serving_says_so_and_loses_nothing() {
     assert_eq!(div_text(&tab), "value=5 color=red");
     tab.close().await;
 
-    // Space comes back: the held change is written within the retry delay.
+    // The limit is lifted: the held change is written within the retry delay.
     file_size_limit(t.pid(), None);
     assert!(
         t.wait_log(
@@ -188,8 +183,8 @@ async fn a_store_that_refuses_writes_keeps_serving_says_so_and_loses_nothing() {
         "writing resumes"
     );
     assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
-    // Nothing was lost: after a kill -9 and a restart, the change made while the disk was
-    // full is restored.
+    // Nothing was lost: after a kill -9 and a restart, the change made past the limit is
+    // restored.
     t.kill9();
     t.start_again();
     let tab = b.open(&t.base, "plain_bokeh").await;
@@ -199,6 +194,123 @@ async fn a_store_that_refuses_writes_keeps_serving_says_so_and_loses_nothing() {
         json!(5)
     );
     assert_eq!(div_text(&tab), "value=5 color=red");
+}
+
+/// Starts a gateway whose state file is a copy of `dir/.tether/state.db` on a small tmpfs,
+/// mounted read-only if asked, in a mount namespace of the gateway's own (so nothing outside
+/// the test sees the mount). Returns the gateway and the mount point.
+fn start_on_tmpfs(
+    dir: &std::path::Path,
+    app: &std::path::Path,
+    read_only: bool,
+) -> (Tether, std::path::PathBuf) {
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let setup = dir.join("tmpfs-state.sh");
+    std::fs::write(
+        &setup,
+        format!(
+            "set -e\nmount -t tmpfs -o size=8m tether-test '{m}'\ncp '{src}' '{m}/state.db'\n{ro}exec \"$@\"\n",
+            m = mnt.display(),
+            src = dir.join(".tether/state.db").display(),
+            ro = if read_only { format!("mount -o remount,ro '{}'\n", mnt.display()) } else { String::new() },
+        ),
+    )
+    .unwrap();
+    let state = format!("sqlite:{}/state.db", mnt.display());
+    let t = Tether::start_launched(
+        dir,
+        &[app.to_owned()],
+        &["--state", &state],
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            setup.to_str().unwrap(),
+        ],
+    );
+    (t, mnt)
+}
+
+/// Copies the state file out of the gateway's namespace, stops the gateway, and opens the app
+/// on a gateway serving the copy.
+async fn restore_from_a_copy(
+    t: Tether,
+    mnt: &std::path::Path,
+    b: &mut Browser,
+    app: &std::path::Path,
+) -> (Tether, Tab) {
+    let dir = t.dir.clone();
+    let copy = dir.join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    in_namespace_of(
+        t.pid(),
+        &format!("cp '{}'/state.db* '{}'/", mnt.display(), copy.display()),
+    );
+    drop(t);
+    let state = format!("sqlite:{}/state.db", copy.display());
+    let t = Tether::start(&dir, &[app.to_owned()], &["--state", &state]);
+    let tab = b.open(&t.base, "plain_bokeh").await;
+    (t, tab)
+}
+
+/// Records `value` on plain_bokeh's slider with an ordinary gateway, then stops it.
+async fn record_slider(dir: &std::path::Path, app: &std::path::Path, b: &mut Browser, value: i64) {
+    let mut t = Tether::start(dir, &[app.to_owned()], &[]);
+    let mut tab = b.open(&t.base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    tab.set(&slider, "value", json!(value)).await;
+    tab.settle().await;
+    tab.close().await;
+    t.stop();
+}
+
+/// Sets plain_bokeh's slider and waits for the app's answer.
+async fn set_slider(tab: &mut Tab, value: i64) {
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    tab.set(&slider, "value", json!(value)).await;
+    let answer = format!("value={value} color=red");
+    tab.wait_for("the app's answer", |d| d.text().contains(&answer))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_keeps_serving_says_so_and_loses_nothing() {
+    let dir = tempdir();
+    let plain = app("tests/apps/plain_bokeh.py");
+    let mut b = Browser::new();
+    record_slider(dir.path(), &plain, &mut b, 3).await;
+    let (t, mnt) = start_on_tmpfs(dir.path(), &plain, false);
+    let mut tab = b.open(&t.base, "plain_bokeh").await;
+    assert_eq!(div_text(&tab), "value=3 color=red");
+    // Fill the file system to the last byte (dd stops at ENOSPC).
+    in_namespace_of(
+        t.pid(),
+        &format!(
+            "dd if=/dev/zero of='{}/filler' bs=64k 2>/dev/null || true",
+            mnt.display()
+        ),
+    );
+    set_slider(&mut tab, 6).await;
+    assert!(t.wait_log("cannot write state snapshots", Duration::from_secs(10)));
+    let body = http_get(&t.url("/.tether/health"), &[]).await.2;
+    assert!(body.contains("state store is refusing writes"), "{body}");
+    tab.close().await;
+    // A reload still reattaches.
+    let tab = b.open(&t.base, "plain_bokeh").await;
+    assert_eq!(div_text(&tab), "value=6 color=red");
+    tab.close().await;
+    // Space comes back: the change is written, and a copy of the file restores it.
+    in_namespace_of(t.pid(), &format!("rm '{}/filler'", mnt.display()));
+    assert!(t.wait_log(
+        "the state store accepts writes again",
+        Duration::from_secs(10)
+    ));
+    assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
+    let (_t, tab) = restore_from_a_copy(t, &mnt, &mut b, &plain).await;
+    assert_eq!(div_text(&tab), "value=6 color=red");
 }
 
 /// Runs a command in the gateway's mount namespace.
@@ -214,45 +326,10 @@ fn in_namespace_of(pid: u32, script: &str) {
 async fn a_read_only_state_directory_is_served_from_said_so_and_written_once_writable() {
     let dir = tempdir();
     let plain = app("tests/apps/plain_bokeh.py");
-    let mut t = Tether::start(dir.path(), std::slice::from_ref(&plain), &[]);
     let mut b = Browser::new();
-    let mut tab = b.open(&t.base, "plain_bokeh").await;
-    let slider = tab.doc.id_of("Slider", "title", "value");
-    tab.set(&slider, "value", json!(3)).await;
-    tab.settle().await;
-    tab.close().await;
-    t.stop();
-    drop(t);
-
-    // The same state file, on a file system mounted read-only, in a mount namespace of the
-    // gateway's own (so nothing outside the test sees the mount).
-    let mnt = dir.path().join("ro");
-    std::fs::create_dir(&mnt).unwrap();
-    let setup = dir.path().join("read-only-state.sh");
-    std::fs::write(
-        &setup,
-        format!(
-            "set -e\nmount -t tmpfs -o size=8m tether-test '{m}'\ncp '{src}' '{m}/state.db'\n\
-             mount -o remount,ro '{m}'\nexec \"$@\"\n",
-            m = mnt.display(),
-            src = dir.path().join(".tether/state.db").display(),
-        ),
-    )
-    .unwrap();
-    let state = format!("sqlite:{}/state.db", mnt.display());
-    let t = Tether::start_launched(
-        dir.path(),
-        std::slice::from_ref(&plain),
-        &["--state", &state],
-        &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            setup.to_str().unwrap(),
-        ],
-    );
+    record_slider(dir.path(), &plain, &mut b, 3).await;
+    // The same state file, on a file system mounted read-only.
+    let (t, mnt) = start_on_tmpfs(dir.path(), &plain, true);
     // It serves, says so, and restores from the read-only file.
     assert!(t.wait_log("the state file cannot be written", Duration::from_secs(5)));
     let (status, _, body) = http_get(&t.url("/.tether/health"), &[]).await;
@@ -261,12 +338,7 @@ async fn a_read_only_state_directory_is_served_from_said_so_and_written_once_wri
     let mut tab = b.open(&t.base, "plain_bokeh").await;
     assert_eq!(div_text(&tab), "value=3 color=red");
     // A change works in the app, and waits in memory.
-    let slider = tab.doc.id_of("Slider", "title", "value");
-    tab.set(&slider, "value", json!(6)).await;
-    tab.wait_for("the app's answer", |d| {
-        d.text().contains("value=6 color=red")
-    })
-    .await;
+    set_slider(&mut tab, 6).await;
     assert!(t.wait_log("cannot write state snapshots", Duration::from_secs(10)));
     tab.close().await;
 
@@ -278,22 +350,7 @@ async fn a_read_only_state_directory_is_served_from_said_so_and_written_once_wri
         Duration::from_secs(10)
     ));
     assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
-
-    // Nothing was lost: a copy of the file taken now restores the change made while it was
-    // read-only (the mount goes away with the gateway's namespace).
-    let copy = dir.path().join("copy");
-    std::fs::create_dir(&copy).unwrap();
-    in_namespace_of(
-        t.pid(),
-        &format!("cp '{}'/state.db* '{}'/", mnt.display(), copy.display()),
-    );
-    drop(t);
-    let state = format!("sqlite:{}/state.db", copy.display());
-    let t = Tether::start(
-        dir.path(),
-        std::slice::from_ref(&plain),
-        &["--state", &state],
-    );
-    let tab = b.open(&t.base, "plain_bokeh").await;
+    // Nothing was lost: a copy of the file taken now restores the change.
+    let (_t, tab) = restore_from_a_copy(t, &mnt, &mut b, &plain).await;
     assert_eq!(div_text(&tab), "value=6 color=red");
 }
