@@ -464,7 +464,12 @@ async fn ops(gw: &Gateway, op: &str, req: Request<Body>) -> Response<Body> {
                 .map(str::to_owned);
             if let Some(user) = identity::from_headers(req.headers(), &gw.keys.cookie) {
                 let dropped = gw.registry.forget(&user);
-                gw.states.forget(&user).await;
+                if gw.states.forget(&user).await.is_err() {
+                    return proxy::plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Your saved state could not be deleted because the state store refuses changes right now; try again in a minute.",
+                    );
+                }
                 tracing::info!(user = %user, sessions = dropped.len(), "forgot user");
             }
             redirect(&app.map_or("/".to_owned(), |a| format!("/{a}")))

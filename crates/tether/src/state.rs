@@ -214,17 +214,18 @@ impl States {
             .submit(StateKey::new(user.as_str(), app), snapshot);
     }
 
-    /// Forgets everything saved for a user.
-    pub async fn forget(&self, user: &UserId) {
+    /// Forgets everything saved for a user. An error means the store still holds it.
+    pub async fn forget(&self, user: &UserId) -> Result<(), StoreError> {
         self.logs
             .lock()
             .expect("logs lock")
             .retain(|k, _| k.user != user.as_str());
-        // Pending writes for this user would resurrect it: write them first, then delete.
-        let _ = self.writer.flush().await;
-        if let Err(e) = self.store.forget_user(user.as_str()).await {
-            tracing::warn!(user = %user, error = %e, "cannot forget saved state");
-        }
+        // Pending writes for this user would resurrect it, even after a failed delete.
+        self.writer.discard_user(user.as_str()).await;
+        self.store
+            .forget_user(user.as_str())
+            .await
+            .inspect_err(|e| tracing::warn!(user = %user, error = %e, "cannot forget saved state"))
     }
 
     /// Writes everything pending (at shutdown).

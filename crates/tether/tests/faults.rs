@@ -138,6 +138,34 @@ fn file_size_limit(pid: u32, bytes: Option<u64>) {
     assert!(status.success());
 }
 
+/// The gateway says its store refuses writes: in its log, in its health text (still 200: it
+/// serves) and in its metrics.
+async fn says_writes_are_refused(t: &Tether) {
+    assert!(
+        t.wait_log("cannot write state snapshots", Duration::from_secs(10)),
+        "the failure is logged"
+    );
+    let (status, _, body) = http_get(&t.url("/.tether/health"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("state store is refusing writes"), "{body}");
+    let metrics = http_get(&t.url("/.tether/metrics"), &[]).await.2;
+    assert!(metrics.contains("tether_store_failing 1"), "{metrics}");
+}
+
+/// The gateway says its store takes writes again.
+async fn says_writes_resumed(t: &Tether) {
+    assert!(
+        t.wait_log(
+            "the state store accepts writes again",
+            Duration::from_secs(10)
+        ),
+        "writing resumes"
+    );
+    assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
+    let metrics = http_get(&t.url("/.tether/metrics"), &[]).await.2;
+    assert!(metrics.contains("tether_store_failing 0"), "{metrics}");
+}
+
 fn div_text(tab: &Tab) -> String {
     let div = tab.doc.of_type("Div")[0]["id"].as_str().unwrap().to_owned();
     tab.doc.attr(&div, "text").as_str().unwrap_or("").to_owned()
@@ -157,16 +185,8 @@ async fn a_file_size_limit_keeps_serving_says_so_and_loses_nothing() {
     file_size_limit(t.pid(), Some(1));
     // The gateway keeps serving: the app still answers the change.
     set_slider(&mut tab, 5).await;
-    // ... and says so: in its log, its health and its metrics.
-    assert!(
-        t.wait_log("cannot write state snapshots", Duration::from_secs(10)),
-        "the failure is logged"
-    );
-    let (status, _, body) = http_get(&t.url("/.tether/health"), &[]).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("state store is refusing writes"), "{body}");
-    let metrics = http_get(&t.url("/.tether/metrics"), &[]).await.2;
-    assert!(metrics.contains("tether_store_failing 1"), "{metrics}");
+    // ... and says so.
+    says_writes_are_refused(&t).await;
     // A reload still reattaches to the live session.
     tab.close().await;
     let tab = b.open(&t.base, "plain_bokeh").await;
@@ -175,14 +195,7 @@ async fn a_file_size_limit_keeps_serving_says_so_and_loses_nothing() {
 
     // The limit is lifted: the held change is written within the retry delay.
     file_size_limit(t.pid(), None);
-    assert!(
-        t.wait_log(
-            "the state store accepts writes again",
-            Duration::from_secs(10)
-        ),
-        "writing resumes"
-    );
-    assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
+    says_writes_resumed(&t).await;
     // Nothing was lost: after a kill -9 and a restart, the change made past the limit is
     // restored.
     t.kill9();
@@ -294,9 +307,7 @@ async fn a_full_disk_keeps_serving_says_so_and_loses_nothing() {
         ),
     );
     set_slider(&mut tab, 6).await;
-    assert!(t.wait_log("cannot write state snapshots", Duration::from_secs(10)));
-    let body = http_get(&t.url("/.tether/health"), &[]).await.2;
-    assert!(body.contains("state store is refusing writes"), "{body}");
+    says_writes_are_refused(&t).await;
     tab.close().await;
     // A reload still reattaches.
     let tab = b.open(&t.base, "plain_bokeh").await;
@@ -304,11 +315,7 @@ async fn a_full_disk_keeps_serving_says_so_and_loses_nothing() {
     tab.close().await;
     // Space comes back: the change is written, and a copy of the file restores it.
     in_namespace_of(t.pid(), &format!("rm '{}/filler'", mnt.display()));
-    assert!(t.wait_log(
-        "the state store accepts writes again",
-        Duration::from_secs(10)
-    ));
-    assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
+    says_writes_resumed(&t).await;
     let (_t, tab) = restore_from_a_copy(t, &mnt, &mut b, &plain).await;
     assert_eq!(div_text(&tab), "value=6 color=red");
 }
@@ -332,24 +339,25 @@ async fn a_read_only_state_directory_is_served_from_said_so_and_written_once_wri
     let (t, mnt) = start_on_tmpfs(dir.path(), &plain, true);
     // It serves, says so, and restores from the read-only file.
     assert!(t.wait_log("the state file cannot be written", Duration::from_secs(5)));
-    let (status, _, body) = http_get(&t.url("/.tether/health"), &[]).await;
-    assert_eq!(status, 200);
-    assert!(body.contains("state store is refusing writes"), "{body}");
+    // Forgetting cannot delete anything now, and says so instead of pretending.
+    let forget = b.get(&t.url("/.tether/forget?app=plain_bokeh"), &[]).await;
+    assert_eq!(forget.status, 503, "{}", forget.html);
+    assert!(
+        forget.html.contains("could not be deleted"),
+        "{}",
+        forget.html
+    );
     let mut tab = b.open(&t.base, "plain_bokeh").await;
     assert_eq!(div_text(&tab), "value=3 color=red");
     // A change works in the app, and waits in memory.
     set_slider(&mut tab, 6).await;
-    assert!(t.wait_log("cannot write state snapshots", Duration::from_secs(10)));
+    says_writes_are_refused(&t).await;
     tab.close().await;
 
     // The file system becomes writable: the file is reopened and the change written.
     in_namespace_of(t.pid(), &format!("mount -o remount,rw '{}'", mnt.display()));
     assert!(t.wait_log("the state file is writable now", Duration::from_secs(10)));
-    assert!(t.wait_log(
-        "the state store accepts writes again",
-        Duration::from_secs(10)
-    ));
-    assert_eq!(http_get(&t.url("/.tether/health"), &[]).await.2, "ok");
+    says_writes_resumed(&t).await;
     // Nothing was lost: a copy of the file taken now restores the change.
     let (_t, tab) = restore_from_a_copy(t, &mnt, &mut b, &plain).await;
     assert_eq!(div_text(&tab), "value=6 color=red");

@@ -229,9 +229,10 @@ impl Writer {
                 }
             }
             match shared.flush_once().await {
-                Ok(_) => {
+                Ok(written) => {
                     shared.counters.failing.store(false, Ordering::Relaxed);
-                    if failures > 0 {
+                    // Nothing written (all discarded) proves nothing about the store.
+                    if failures > 0 && written > 0 {
                         tracing::info!(failures, "the state store accepts writes again");
                     }
                     (retry_at, delay, failures, last_log) = (None, config.window, 0, None);
@@ -298,6 +299,17 @@ impl WriterHandle {
     /// tests. On error the snapshots stay pending and the task keeps retrying.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.shared.flush_once().await.map(drop)
+    }
+
+    /// Drops every snapshot of `user` not yet written, including one in a batch being written
+    /// now that fails and would be put back (it waits for that batch).
+    pub async fn discard_user(&self, user: &str) {
+        let _order = self.shared.flush_lock.lock().await;
+        let mut pending = self.shared.lock();
+        pending.map.retain(|key, _| key.user != user);
+        if pending.map.is_empty() {
+            pending.since = None;
+        }
     }
 
     /// Flushes, then drops this handle; the task ends once every clone is dropped.

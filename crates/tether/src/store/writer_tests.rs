@@ -299,3 +299,22 @@ async fn a_flush_abandoned_by_its_caller_loses_nothing() {
         "the abandoned batch is back in the map"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_forgotten_user_is_never_written_even_after_failures() {
+    let store = Arc::new(FakeStore::default());
+    let writer = Writer::spawn(store.clone(), WINDOW, TTL);
+    store.failing.store(true, Ordering::SeqCst);
+    writer.submit(key("gone"), b"secret".to_vec());
+    writer.submit(key("kept"), b"kept".to_vec());
+    sleep(WINDOW * 3).await;
+    assert!(writer.stats().write_errors > 0);
+    // Forgotten while the store fails: the retries must not write it later.
+    writer.discard_user("gone").await;
+    store.failing.store(false, Ordering::SeqCst);
+    while store.saved("kept").is_none() {
+        sleep(ms(10)).await;
+    }
+    assert_eq!(store.saved("gone"), None);
+    assert_eq!(writer.stats().pending, 0);
+}
