@@ -125,6 +125,7 @@ pub async fn run_announced(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let apps = validate_apps(&config.apps)?;
+    worker::check_panel_args(&config.panel_args)?;
     worker::check_python(&config.python).await?;
     let keys = Secret::load_or_create(&config.secret_file)?.keys();
     let states = States::open(&config).await?;

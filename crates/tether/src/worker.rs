@@ -73,6 +73,48 @@ pub enum WorkerError {
     Timeout(Duration),
     #[error("cannot find a free loopback port for a worker")]
     Port(#[source] std::io::Error),
+    #[error("`panel serve {flag}` after `--` conflicts with tether; {instead}")]
+    OwnFlag {
+        flag: &'static str,
+        instead: &'static str,
+    },
+}
+
+/// `panel serve` options that tether sets on its workers itself, and what to do instead.
+const OWN_FLAGS: &[(&str, &str)] = &[
+    ("--port", "use tether's own --port"),
+    ("--address", "use tether's own --address"),
+    (
+        "--allow-websocket-origin",
+        "browsers connect to tether, which checks the origin itself",
+    ),
+    ("--session-ids", "tether signs every session id itself"),
+    ("--unused-session-lifetime", "use tether's --live-ttl"),
+    ("--check-unused-sessions", "use tether's --live-ttl"),
+    ("--num-procs", "use tether's --workers"),
+    (
+        "--unix-socket",
+        "tether reaches its workers on loopback ports",
+    ),
+    ("--ssl-certfile", "terminate TLS in front of tether"),
+    ("--ssl-keyfile", "terminate TLS in front of tether"),
+    (
+        "--prefix",
+        "serve tether under a prefix from the proxy in front of it",
+    ),
+];
+
+/// Refuses `panel serve` arguments that would undo what tether sets on its workers (its
+/// ports, signed session ids, session lifetime), which would break reattach or ownership.
+pub fn check_panel_args(args: &[String]) -> Result<(), WorkerError> {
+    // `--args` hands everything after it to the app's own sys.argv.
+    for arg in args.iter().take_while(|a| *a != "--args") {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
+        if let Some(&(flag, instead)) = OWN_FLAGS.iter().find(|(f, _)| *f == name) {
+            return Err(WorkerError::OwnFlag { flag, instead });
+        }
+    }
+    Ok(())
 }
 
 /// Everything needed to start a worker, fixed for the gateway's lifetime.
@@ -331,4 +373,27 @@ pub async fn supervise(
         }
     });
     Ok((Slot { endpoint: rx }, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn panel_args_that_undo_tethers_own_are_refused_with_what_to_do() {
+        assert!(check_panel_args(&args(&["--autoreload", "--static-dirs", "a=./a"])).is_ok());
+        let err = check_panel_args(&args(&["--dev", "--num-procs", "4"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`panel serve --num-procs` after `--` conflicts with tether; use tether's --workers"
+        );
+        let err = check_panel_args(&args(&["--session-ids=unsigned"])).unwrap_err();
+        assert!(err.to_string().contains("--session-ids"), "{err}");
+        // The app's own arguments are its business.
+        assert!(check_panel_args(&args(&["--args", "--port", "1"])).is_ok());
+    }
 }

@@ -265,6 +265,12 @@ fn clear_errors_for_user_mistakes() {
     assert_ne!(code, 0);
     assert!(err.contains("nope.py does not exist"), "{err}");
 
+    // A panel serve option that would undo what tether sets on its workers.
+    let (code, err) = Tether::fail(dir.path(), &[&catalog, "--", "--num-procs", "2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("use tether's --workers"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+
     // An app with a syntax error.
     let bad = dir.path().join("broken.py");
     std::fs::write(&bad, "import panel as pn\ndef f(:\n").unwrap();
