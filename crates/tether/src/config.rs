@@ -63,6 +63,8 @@ impl Config {
 pub struct Limits {
     /// Most open client connections (pages, assets and websockets together).
     pub max_connections: usize,
+    /// Most live sessions (open, or kept for reattach) over all workers.
+    pub max_sessions: usize,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Largest websocket message (and frame) from either side, in bytes.
@@ -77,6 +79,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 10_000,
+            max_sessions: 10_000,
             max_header_bytes: 64 << 10,
             max_message_bytes: 64 << 20,
             handshake_timeout: Duration::from_secs(10),

@@ -63,6 +63,10 @@ struct Serve {
     /// Most open client connections, websockets included.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Most live sessions (open, or kept for reattach), over all workers; each holds worker
+    /// memory until it expires, so past it new visitors are refused.
+    #[arg(long, default_value_t = 10_000)]
+    max_sessions: usize,
     /// Largest websocket message from a browser or worker, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_message_size: usize,
@@ -147,6 +151,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.shutdown_grace = s.shutdown_grace;
     config.limits = tether::config::Limits {
         max_connections: s.max_connections.max(1),
+        max_sessions: s.max_sessions.max(1),
         max_header_bytes: s.max_header_size,
         max_message_bytes: s.max_message_size,
         handshake_timeout: s.handshake_timeout,

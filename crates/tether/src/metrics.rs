@@ -24,6 +24,8 @@ pub struct Metrics {
     pub changes_recorded: AtomicU64,
     /// Client connections refused because the connection limit was reached.
     pub connections_refused: AtomicU64,
+    /// Page requests refused because the session limit was reached.
+    pub sessions_refused: AtomicU64,
 }
 
 /// Writes metric families in the text format: `# HELP`, `# TYPE`, then the samples.
@@ -136,6 +138,12 @@ impl Metrics {
             "counter",
             "Client connections refused at the connection limit.",
             count(&self.connections_refused),
+        );
+        m.one(
+            "sessions_refused_total",
+            "counter",
+            "Pages refused at the session limit (--max-sessions).",
+            count(&self.sessions_refused),
         );
         self.render_store(gw, &mut m);
         self.render_workers(gw, &mut m);

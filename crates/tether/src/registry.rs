@@ -47,6 +47,8 @@ pub enum Page {
     /// The user's up-to-date session is still connected, probably to the tab being reloaded,
     /// whose websocket closes in a moment: ask again shortly.
     Busy,
+    /// A new session is needed, but the gateway already holds `--max-sessions`.
+    Full,
 }
 
 /// What a websocket gets.
@@ -88,6 +90,9 @@ pub struct Registry {
     inner: Mutex<Inner>,
     /// How long an unconnected session is kept for reattach (`--live-ttl`).
     live_ttl: Duration,
+    /// Most live sessions held at once (`--max-sessions`); each costs worker memory until it
+    /// expires, so a flood of new visitors must not make more.
+    max_sessions: usize,
 }
 
 /// The registry's state, under one lock.
@@ -100,10 +105,11 @@ struct Inner {
 }
 
 impl Registry {
-    pub fn new(live_ttl: Duration) -> Registry {
+    pub fn new(live_ttl: Duration, max_sessions: usize) -> Registry {
         Registry {
             inner: Mutex::new(Inner::default()),
             live_ttl,
+            max_sessions: max_sessions.max(1),
         }
     }
 
@@ -146,6 +152,9 @@ impl Registry {
         }
         if cx.may_wait && sessions.values().any(|s| mine(s) && s.connections > 0) {
             return Page::Busy;
+        }
+        if sessions.len() >= self.max_sessions {
+            return Page::Full;
         }
         let session_id = mint();
         let w = cx.worker;
@@ -312,8 +321,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn past_the_session_bound_only_new_sessions_are_refused() {
+        let r = Registry::new(TTL, 2);
+        let (a, b, c) = (UserId::random(), UserId::random(), UserId::random());
+        let t0 = Instant::now();
+        assert!(matches!(page(&r, &a, "sa", t0), Page::Fresh { .. }));
+        assert!(matches!(page(&r, &b, "sb", t0), Page::Fresh { .. }));
+        assert_eq!(page(&r, &c, "sc", t0), Page::Full);
+        // A user who has a session still gets it back.
+        let later = t0 + RESERVATION;
+        assert!(matches!(page(&r, &a, "sa2", later), Page::Reattach { .. }));
+        // Sessions past their TTL make room again.
+        assert!(matches!(
+            page(&r, &c, "sc", t0 + TTL + RESERVATION),
+            Page::Fresh { .. }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn reopen_reattaches_only_when_idle() {
-        let r = Registry::new(TTL);
+        let r = Registry::new(TTL, 1000);
         let u = UserId::random();
         let t0 = Instant::now();
         assert!(matches!(page(&r, &u, "s1", t0), Page::Fresh { .. }));
@@ -339,7 +366,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sessions_expire_after_live_ttl() {
-        let r = Registry::new(TTL);
+        let r = Registry::new(TTL, 1000);
         let u = UserId::random();
         let t0 = Instant::now();
         page(&r, &u, "s1", t0);
@@ -351,7 +378,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn other_users_never_share() {
-        let r = Registry::new(TTL);
+        let r = Registry::new(TTL, 1000);
         let (a, b) = (UserId::random(), UserId::random());
         let t0 = Instant::now();
         page(&r, &a, "sa", t0);
@@ -362,7 +389,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn worker_restart_means_restore() {
-        let r = Registry::new(TTL);
+        let r = Registry::new(TTL, 1000);
         let u = UserId::random();
         let t0 = Instant::now();
         page(&r, &u, "s1", t0);
@@ -381,7 +408,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn only_an_up_to_date_session_is_reattached() {
-        let r = Registry::new(TTL);
+        let r = Registry::new(TTL, 1000);
         let u = UserId::random();
         let t0 = Instant::now();
         page(&r, &u, "s1", t0);

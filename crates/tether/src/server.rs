@@ -54,8 +54,8 @@ pub struct Gateway {
     pub states: States,
     /// Counters for `/.tether/metrics`.
     pub metrics: Metrics,
-    /// Connections refused at the `max_connections` bound.
-    pub connections_refused: std::sync::atomic::AtomicU64,
+    /// When the session limit was last logged.
+    last_session_refusal: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Gateway {
@@ -158,14 +158,14 @@ pub async fn run_announced(
     }
     let gateway = Arc::new(Gateway {
         keys,
-        registry: Registry::new(config.live_ttl),
+        registry: Registry::new(config.live_ttl, config.limits.max_sessions),
         slots,
         apps,
         client: proxy::client(),
         config,
         states,
         metrics: Metrics::default(),
-        connections_refused: Default::default(),
+        last_session_refusal: Default::default(),
     });
     let app = Router::new().fallback(handle).with_state(gateway.clone());
     ready.await;
@@ -220,7 +220,8 @@ async fn accept_loop(
             _ = async { let _ = stopping.wait_for(|s| *s).await; } => break,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            gw.connections_refused
+            gw.metrics
+                .connections_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if last_refusal_log.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
                 tracing::warn!(
@@ -326,6 +327,25 @@ async fn asset(gw: &Gateway, req: Request<Body>, peer: SocketAddr) -> Response<B
     proxy::forward(&gw.client, req, port, &pq, peer).await
 }
 
+/// A new visitor past `--max-sessions`: refused, counted, and logged at most once per 10 s.
+fn at_session_limit(gw: &Gateway) -> Response<Body> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let refused = gw.metrics.sessions_refused.fetch_add(1, Relaxed);
+    let mut last = gw.last_session_refusal.lock().expect("refusal lock");
+    if last.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+        tracing::warn!(
+            max = gw.config.limits.max_sessions,
+            refused = refused + 1,
+            "session limit reached; refusing new visitors until sessions expire"
+        );
+        *last = Some(Instant::now());
+    }
+    proxy::plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "This app is serving as many sessions as it may; try again in a few minutes.",
+    )
+}
+
 fn restarting() -> Response<Body> {
     proxy::plain(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -369,6 +389,7 @@ async fn page(gw: &Gateway, app: &str, req: Request<Body>, peer: SocketAddr) -> 
     let (session_id, worker, reattach) = match choice {
         Page::Reattach { session_id, worker } => (session_id, worker, true),
         Page::Fresh { session_id, worker } => (session_id, worker, false),
+        Page::Full => return at_session_limit(gw),
         Page::Busy => unreachable!("the loop above waits out Busy"),
     };
     let port = gw.endpoint(worker).port;

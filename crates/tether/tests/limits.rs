@@ -184,4 +184,52 @@ async fn connection_cap_refuses_only_the_excess() {
     let (status, _, _) = common::bokeh::http_get(&t.url("/.tether/health"), &[]).await;
     assert_eq!(status, 200, "slots are given back");
     assert!(t.wait_log("connection limit reached", Duration::from_secs(2)));
+    let metrics = common::bokeh::http_get(&t.url("/.tether/metrics"), &[])
+        .await
+        .2;
+    assert!(
+        metrics.contains("tether_connections_refused_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_cap_refuses_only_new_visitors() {
+    let dir = tempdir();
+    let t = Tether::start(
+        dir.path(),
+        &[app("tests/apps/plain_bokeh.py")],
+        &["--max-sessions", "2"],
+    );
+    // Two visitors take the two sessions; a flood of cookieless requests makes no more.
+    let mut first = Browser::new();
+    let tab = first.open(&t.base, "plain_bokeh").await;
+    tab.close().await;
+    let mut second = Browser::new();
+    assert_eq!(second.get(&t.url("/plain_bokeh"), &[]).await.status, 200);
+    for _ in 0..5 {
+        let page = Browser::new().get(&t.url("/plain_bokeh"), &[]).await;
+        assert_eq!(page.status, 503);
+        assert!(
+            page.html.contains("try again in a few minutes"),
+            "{}",
+            page.html
+        );
+    }
+    // A visitor who has a session still gets it back.
+    let tab = first.open(&t.base, "plain_bokeh").await;
+    assert_eq!(tab.doc.of_type("Slider").len(), 1);
+    assert!(t.wait_log("session limit reached", Duration::from_secs(2)));
+    let metrics = common::bokeh::http_get(&t.url("/.tether/metrics"), &[])
+        .await
+        .2;
+    assert!(
+        metrics.contains("tether_sessions_refused_total 5"),
+        "{metrics}"
+    );
+    assert_eq!(
+        t.stderr().matches("session limit reached").count(),
+        1,
+        "logged once"
+    );
 }
