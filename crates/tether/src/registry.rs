@@ -74,7 +74,26 @@ pub struct Context<'a> {
     pub may_wait: bool,
 }
 
+/// History versions kept beyond twice the live sessions before the unused ones are dropped.
+const VERSIONS_SLACK: usize = 1024;
+
 impl Inner {
+    /// Drops the versions of histories no live session shows: with no session to compare,
+    /// a version means nothing, and keeping every user's forever would grow without bound.
+    /// Amortised: runs only once they outnumber twice the sessions by [`VERSIONS_SLACK`].
+    fn prune_versions(&mut self) {
+        if self.versions.len() <= 2 * self.sessions.len() + VERSIONS_SLACK {
+            return;
+        }
+        let shown: std::collections::HashSet<(&UserId, &str)> = self
+            .sessions
+            .values()
+            .map(|s| (&s.user, s.app.as_str()))
+            .collect();
+        self.versions
+            .retain(|(user, app), _| shown.contains(&(user, app.as_str())));
+    }
+
     fn version(&self, user: &UserId, app: &str) -> u64 {
         // One lookup per page; the key is cloned only for the map's sake.
         self.versions
@@ -132,9 +151,10 @@ impl Registry {
     ) -> Page {
         let (now, generation, has_state) = (cx.now, cx.generation, cx.has_state);
         let mut inner = self.inner.lock().expect("registry lock");
+        inner.sessions.retain(|_, s| self.alive(s, now, generation));
+        inner.prune_versions();
         let version = inner.version(user, app);
         let sessions = &mut inner.sessions;
-        sessions.retain(|_, s| self.alive(s, now, generation));
         let mine = |s: &Live| s.user == *user && s.app == app && s.synced == version;
         // The most recently used up-to-date session that no tab holds.
         let idle = sessions
@@ -336,6 +356,34 @@ mod tests {
             page(&r, &c, "sc", t0 + TTL + RESERVATION),
             Page::Fresh { .. }
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn versions_of_histories_no_session_shows_are_dropped() {
+        let r = Registry::new(TTL, 100_000);
+        let t0 = Instant::now();
+        let users: Vec<UserId> = (0..2 * VERSIONS_SLACK).map(|_| UserId::random()).collect();
+        for (i, u) in users.iter().enumerate() {
+            let id = format!("s{i}");
+            page(&r, u, &id, t0);
+            r.connect(&id, u, "app", &cx(t0, &gen1, false));
+            r.recorded(&id, 1);
+            r.disconnect(&id, t0);
+        }
+        let kept = &users[0];
+        let later = t0 + TTL / 2;
+        page(&r, kept, "k", later);
+        r.connect("k", kept, "app", &cx(later, &gen1, false));
+        r.recorded("k", 1);
+        r.disconnect("k", later);
+        assert_eq!(r.inner.lock().unwrap().versions.len(), users.len());
+        // Everyone else's sessions expire; the next page prunes their versions.
+        let expired = t0 + TTL + RESERVATION;
+        assert!(matches!(
+            page(&r, kept, "x", expired),
+            Page::Reattach { .. }
+        ));
+        assert_eq!(r.inner.lock().unwrap().versions.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
