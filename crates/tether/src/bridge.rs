@@ -21,6 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::identity;
 use crate::proxy;
 use crate::registry::Context;
+use crate::restore::QuickAck;
 use crate::server::{ConnectionPermit, Gateway};
 use crate::tap::{Out, Tap};
 use crate::token;
@@ -216,6 +217,15 @@ fn now_epoch() -> i64 {
 
 type Upstream = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+impl QuickAck for Upstream {
+    fn quickack(&self) {
+        #[cfg(target_os = "linux")]
+        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.get_ref() {
+            let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+        }
+    }
+}
+
 async fn connect_worker(
     port: u16,
     app: &str,
@@ -261,7 +271,7 @@ async fn connect_worker(
 pub async fn run<B, U>(mut browser: B, mut upstream: U, mut tap: Tap, idle_timeout: Duration)
 where
     B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
-    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + QuickAck + Unpin,
 {
     if tap.needs_restore() {
         if let Err(e) = tap.restore(&mut upstream, &mut browser).await {
@@ -297,7 +307,9 @@ where
             msg = upstream.next() => match msg {
                 Some(Ok(m)) => {
                     if is_control(&m) { continue; }
-                    if let Out::Send(frames) = tap.from_worker(m) {
+                    let out = tap.from_worker(m);
+                    if matches!(out, Out::Hold) { upstream.quickack(); }
+                    if let Out::Send(frames) = out {
                         let mut failed = false;
                         for f in frames {
                             if browser.feed(f).await.is_err() { failed = true; break; }

@@ -49,6 +49,18 @@ pub struct Outcome {
     pub skipped: usize,
 }
 
+/// Acknowledging the worker's frames at once.
+///
+/// A Panel worker writes each Bokeh message as several websocket frames, with Nagle's
+/// algorithm on: every frame after the first waits until the previous one is acknowledged,
+/// and a receiver that delays its ACK (Linux does, by about 40 ms, when it has nothing to
+/// send back) stalls the message that long. `TCP_QUICKACK` does not stick, so it is set again
+/// after every frame read from the worker.
+pub trait QuickAck {
+    /// Re-arms immediate ACKs; the default does nothing (sockets that are not TCP).
+    fn quickack(&self) {}
+}
+
 /// A worker connection seen message by message, keeping the session's reference graph.
 pub struct Replayer<'a, U> {
     /// The browser's upstream socket.
@@ -106,7 +118,10 @@ pub fn to_part(m: &WsMessage) -> Option<Part> {
 
 impl<'a, U> Replayer<'a, U>
 where
-    U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
+    U: Stream<Item = Result<WsMessage, WsError>>
+        + Sink<WsMessage, Error = WsError>
+        + QuickAck
+        + Unpin,
 {
     pub fn new(ws: &'a mut U, deadline: Instant) -> Self {
         Replayer {
@@ -154,6 +169,7 @@ where
                 .await
                 .map_err(|_| RestoreError::TimedOut)?
                 .ok_or(RestoreError::Closed)??;
+            self.ws.quickack();
             let Some(part) = to_part(&m) else {
                 if matches!(m, WsMessage::Close(_)) {
                     return Err(RestoreError::Closed);
@@ -312,7 +328,10 @@ pub struct Restored {
 /// reading is handed over half read, so the relay forwards it whole.
 pub async fn restore<U>(ws: &mut U, entries: &[Entry], bound: Duration) -> Restored
 where
-    U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
+    U: Stream<Item = Result<WsMessage, WsError>>
+        + Sink<WsMessage, Error = WsError>
+        + QuickAck
+        + Unpin,
 {
     let started = Instant::now();
     let mut r = Replayer::new(ws, started + bound);

@@ -77,7 +77,10 @@ impl Tap {
     /// Replays the user's log into the fresh session, then hands the browser its ACK.
     pub async fn restore<U, B>(&mut self, upstream: &mut U, browser: &mut B) -> Result<(), WsError>
     where
-        U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+        U: Stream<Item = Result<Message, WsError>>
+            + Sink<Message, Error = WsError>
+            + restore::QuickAck
+            + Unpin,
         B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
     {
         let entries: Vec<_> = match &self.log {
