@@ -29,6 +29,12 @@ use crate::token;
 /// How often a quiet browser is pinged, so a dead one is noticed within the idle timeout.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// After closing a browser for bad input: how long, and how many bytes, to read and discard
+/// what it still sends, so that closing the socket with unread data (which sends a reset)
+/// does not destroy our close frame before the browser reads it.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 << 20;
+
 /// Read buffer of a browser socket: browsers send small messages, and an idle tab should
 /// cost little memory (the library's default is 128 KiB per socket).
 const BROWSER_READ_BUFFER: usize = 4 << 10;
@@ -180,15 +186,18 @@ pub async fn accept(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let browser = WebSocketStream::from_raw_socket(
+                let mut browser = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
                     Some(ws_config(limits.max_message_bytes, BROWSER_READ_BUFFER)),
                 )
                 .await;
                 gw2.metrics.tab_opened();
-                run(browser, upstream, tap, limits.idle_timeout).await;
+                let ended = run(&mut browser, upstream, tap, limits.idle_timeout).await;
                 gw2.metrics.tab_closed();
+                if ended == Ended::ClosedByUs {
+                    linger(browser.get_mut()).await;
+                }
             }
             Err(e) => tracing::debug!(error = %e, "browser upgrade failed"),
         }
@@ -265,16 +274,45 @@ async fn connect_worker(
     Ok(ws)
 }
 
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Either side went away, or closed normally.
+    Closed,
+    /// We closed the browser for bad input or silence, with a close frame it has yet to read.
+    ClosedByUs,
+}
+
+/// Reads and discards what the browser still sends, for a bounded time and size (see
+/// [`LINGER_TIME`]), so that our close frame reaches it before the socket is closed.
+async fn linger(io: &mut (impl tokio::io::AsyncRead + Unpin)) {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut scratch = vec![0u8; 16 << 10];
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, io.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
+
 /// Restores if needed, then relays until either side closes.
 ///
 /// Generic over the two sockets so that it can be driven by channels in tests.
-pub async fn run<B, U>(mut browser: B, mut upstream: U, mut tap: Tap, idle_timeout: Duration)
+pub async fn run<B, U>(
+    browser: &mut B,
+    mut upstream: U,
+    mut tap: Tap,
+    idle_timeout: Duration,
+) -> Ended
 where
     B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
     U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + QuickAck + Unpin,
 {
     if tap.needs_restore() {
-        if let Err(e) = tap.restore(&mut upstream, &mut browser).await {
+        if let Err(e) = tap.restore(&mut upstream, browser).await {
             tracing::debug!(error = %e, "browser went away during restore");
         }
     }
@@ -282,6 +320,7 @@ where
     let every = PING_EVERY
         .min(idle_timeout / 3)
         .max(Duration::from_millis(100));
+    let mut ended = Ended::Closed;
     let mut ping = tokio::time::interval(every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -291,7 +330,8 @@ where
                     last_heard = Instant::now();
                     if let Err(why) = tap.from_browser(&m) {
                         tracing::info!(%why, "closing a connection that sent a bad message");
-                        close(&mut browser, CloseCode::Protocol, "malformed Bokeh message").await;
+                        close(browser, CloseCode::Protocol, "malformed Bokeh message").await;
+                        ended = Ended::ClosedByUs;
                         break;
                     }
                     if is_control(&m) { continue; }
@@ -299,7 +339,8 @@ where
                 }
                 Some(Err(WsError::Capacity(e))) => {
                     tracing::info!(error = %e, "closing a connection whose message is over the size limit");
-                    close(&mut browser, CloseCode::Size, "message too big").await;
+                    close(browser, CloseCode::Size, "message too big").await;
+                    ended = Ended::ClosedByUs;
                     break;
                 }
                 _ => break,
@@ -322,7 +363,8 @@ where
             _ = ping.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     tracing::info!(?idle_timeout, "closing a websocket whose browser stopped answering");
-                    close(&mut browser, CloseCode::Away, "idle").await;
+                    close(browser, CloseCode::Away, "idle").await;
+                    ended = Ended::ClosedByUs;
                     break;
                 }
                 if browser.send(Message::Ping(Default::default())).await.is_err() { break; }
@@ -331,6 +373,7 @@ where
     }
     let _ = browser.close().await;
     let _ = upstream.close().await;
+    ended
 }
 
 async fn close<B>(browser: &mut B, code: CloseCode, reason: &'static str)
