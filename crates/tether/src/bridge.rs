@@ -184,6 +184,7 @@ pub async fn accept(
     );
     let gw2 = gw.clone();
     tokio::spawn(async move {
+        let mut closed_by_us = None;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let mut browser = WebSocketStream::from_raw_socket(
@@ -196,12 +197,16 @@ pub async fn accept(
                 let ended = run(&mut browser, upstream, tap, limits.idle_timeout).await;
                 gw2.metrics.tab_closed();
                 if ended == Ended::ClosedByUs {
-                    linger(browser.get_mut()).await;
+                    closed_by_us = Some(browser);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "browser upgrade failed"),
         }
+        // The session is free for a reload at once; the socket's slot is held while lingering.
         gw2.registry.disconnect(&session_id, Instant::now());
+        if let Some(mut browser) = closed_by_us {
+            linger(browser.get_mut()).await;
+        }
         drop(permit);
     });
     Response::builder()
