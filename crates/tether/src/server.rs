@@ -54,8 +54,27 @@ pub struct Gateway {
     pub states: States,
     /// Counters for `/.tether/metrics`.
     pub metrics: Metrics,
-    /// When the session limit was last logged.
-    last_session_refusal: std::sync::Mutex<Option<Instant>>,
+    /// Logs of refusals at the session limit, at most one per [`REFUSAL_LOG_EVERY`].
+    session_refusals: LogThrottle,
+}
+
+/// Least time between two log lines about refusals at a limit.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Says when a repeated event may be logged again: at most once per `REFUSAL_LOG_EVERY`.
+#[derive(Default)]
+struct LogThrottle(std::sync::Mutex<Option<Instant>>);
+
+impl LogThrottle {
+    /// True (and the clock restarts) when the last log was long enough ago, or never.
+    fn due(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() > REFUSAL_LOG_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
 }
 
 impl Gateway {
@@ -165,7 +184,7 @@ pub async fn run_announced(
         config,
         states,
         metrics: Metrics::default(),
-        last_session_refusal: Default::default(),
+        session_refusals: LogThrottle::default(),
     });
     let app = Router::new().fallback(handle).with_state(gateway.clone());
     ready.await;
@@ -204,7 +223,7 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.handshake_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let mut last_refusal_log: Option<Instant> = None;
+    let refusals = LogThrottle::default();
     let mut stopping = stop.clone();
     loop {
         let (stream, peer) = tokio::select! {
@@ -223,12 +242,11 @@ async fn accept_loop(
             gw.metrics
                 .connections_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if last_refusal_log.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+            if refusals.due() {
                 tracing::warn!(
                     max = limits.max_connections,
                     "connection limit reached; refusing new connections"
                 );
-                last_refusal_log = Some(Instant::now());
             }
             drop(stream);
             continue;
@@ -331,14 +349,12 @@ async fn asset(gw: &Gateway, req: Request<Body>, peer: SocketAddr) -> Response<B
 fn at_session_limit(gw: &Gateway) -> Response<Body> {
     use std::sync::atomic::Ordering::Relaxed;
     let refused = gw.metrics.sessions_refused.fetch_add(1, Relaxed);
-    let mut last = gw.last_session_refusal.lock().expect("refusal lock");
-    if last.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+    if gw.session_refusals.due() {
         tracing::warn!(
             max = gw.config.limits.max_sessions,
             refused = refused + 1,
             "session limit reached; refusing new visitors until sessions expire"
         );
-        *last = Some(Instant::now());
     }
     proxy::plain(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -50,8 +50,13 @@ const SCHEMA_VERSION: i64 = 2;
 
 /// A state row is live: judged on the boot clock when written in this boot (so a step of
 /// the wall clock expires nothing early), else on the wall clock. Parameters: `?1` wall
-/// now, `?2` boot id (NULL if unknown), `?3` boot clock now.
-const LIVE: &str = "CASE WHEN boot_id = ?2 THEN boot_expires_at > ?3 ELSE expires_at > ?1 END";
+/// now, `?2` boot id (NULL if unknown), `?3` boot clock now. A macro, so that the
+/// statements using it are built at compile time.
+macro_rules! live {
+    () => {
+        "CASE WHEN boot_id = ?2 THEN boot_expires_at > ?3 ELSE expires_at > ?1 END"
+    };
+}
 
 /// A [`Store`] in one SQLite file.
 #[derive(Clone)]
@@ -192,8 +197,9 @@ impl Store for SqliteStore {
         let (user, app) = (key.user.clone(), key.app.clone());
         let now = Now::of(&*self.clock);
         self.run(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT snapshot FROM state WHERE user = ?4 AND app = ?5 AND {LIVE}"
+            conn.prepare_cached(concat!(
+                "SELECT snapshot FROM state WHERE user = ?4 AND app = ?5 AND ",
+                live!()
             ))?
             .query_row(params![now.wall, now.boot_id, now.boot, user, app], |row| {
                 row.get(0)
@@ -303,7 +309,7 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let state = tx.execute(
-                &format!("DELETE FROM state WHERE NOT ({LIVE})"),
+                concat!("DELETE FROM state WHERE NOT (", live!(), ")"),
                 params![now.wall, now.boot_id, now.boot],
             )?;
             let meta = tx.execute("DELETE FROM meta WHERE expires_at <= ?1", [now.wall])?;
