@@ -60,12 +60,16 @@ pub struct Tether {
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// The apps, then the other arguments, as `tether serve` takes them.
+fn command_line(apps: &[PathBuf], args: &[&str]) -> Vec<String> {
+    let apps = apps.iter().map(|a| a.display().to_string());
+    apps.chain(args.iter().map(|s| s.to_string())).collect()
+}
+
 impl Tether {
     /// Starts `tether serve APPS --port 0 ARGS` in `dir` and waits until it serves.
     pub fn start(dir: &Path, apps: &[PathBuf], args: &[&str]) -> Tether {
-        let mut all: Vec<String> = apps.iter().map(|a| a.display().to_string()).collect();
-        all.extend(args.iter().map(|s| s.to_string()));
-        Self::start_args(dir, all, Vec::new())
+        Self::start_full(dir, command_line(apps, args), Vec::new(), Vec::new())
     }
 
     /// Like [`Tether::start`], run by `launcher`: `LAUNCHER... TETHER serve ...`. The launcher
@@ -76,10 +80,8 @@ impl Tether {
         args: &[&str],
         launcher: &[&str],
     ) -> Tether {
-        let mut all: Vec<String> = apps.iter().map(|a| a.display().to_string()).collect();
-        all.extend(args.iter().map(|s| s.to_string()));
-        let launcher: Vec<String> = launcher.iter().map(|s| s.to_string()).collect();
-        Self::start_full(dir, all, Vec::new(), launcher)
+        let launcher = launcher.iter().map(|s| s.to_string()).collect();
+        Self::start_full(dir, command_line(apps, args), Vec::new(), launcher)
     }
 
     /// Like [`Tether::start`], with extra environment variables for the gateway.
@@ -89,17 +91,11 @@ impl Tether {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Tether {
-        let mut all: Vec<String> = apps.iter().map(|a| a.display().to_string()).collect();
-        all.extend(args.iter().map(|s| s.to_string()));
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_args(dir, all, env)
-    }
-
-    fn start_args(dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Tether {
-        Self::start_full(dir, args, env, Vec::new())
+        Self::start_full(dir, command_line(apps, args), env, Vec::new())
     }
 
     fn start_full(
