@@ -19,11 +19,11 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tether::protocol::{parse_patch, Assembler, Graph, Limits, Message, Part};
+use tether::protocol::{parse_patch, Assembler, Graph, Message, MessageLimits, Part};
 use tether::record::{record, step_patch, Entry, Log, LogLimits, Policy};
 
 /// Browser limits are small so the limit paths are reached; the worker's are the defaults.
-const BROWSER_LIMITS: Limits = Limits {
+const BROWSER_LIMITS: MessageLimits = MessageLimits {
     max_buffers: 4,
     max_message_bytes: 96 * 1024,
 };
@@ -67,7 +67,7 @@ struct Session {
 impl Session {
     fn new() -> Session {
         Session {
-            worker: Assembler::new(Limits::default()),
+            worker: Assembler::new(MessageLimits::default()),
             browser: Assembler::new(BROWSER_LIMITS),
             live: None,
             replay: None,
@@ -87,7 +87,7 @@ impl Session {
         let (asm, limits) = if from_browser {
             (&mut self.browser, BROWSER_LIMITS)
         } else {
-            (&mut self.worker, Limits::default())
+            (&mut self.worker, MessageLimits::default())
         };
         match asm.push(part.clone()) {
             Ok(None) => {}
@@ -115,7 +115,7 @@ impl Session {
             }
             "PATCH-DOC" => {
                 for g in [&mut self.live, &mut self.replay].into_iter().flatten() {
-                    let _ = g.apply_server_patch(content);
+                    let _ = g.apply_patch(content);
                 }
             }
             _ => {}
@@ -168,7 +168,7 @@ fn replay_one(graph: &mut Graph, entry: &Entry, msgid: u64) {
         "replay step does not parse: {step}"
     );
     let msg = Message::build("PATCH-DOC", &format!("fuzz-{msgid}"), None, step.clone());
-    let mut asm = Assembler::new(Limits::default());
+    let mut asm = Assembler::new(MessageLimits::default());
     let (last, rest) = msg.parts.split_last().expect("a built message has parts");
     for part in rest {
         assert_eq!(asm.push(part.clone()).expect("built frame"), None);

@@ -23,9 +23,9 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
-use tether::identity::{self, UserId};
-use tether::secret::{Keys, Secret};
-use tether::token;
+use tether::auth::identity::{self, UserId};
+use tether::auth::{Keys, Secret};
+use tether::auth::token;
 
 /// Keys, a user and the value of that user's signed cookie, made once.
 struct Fixed {

@@ -1,9 +1,56 @@
-//! The gateway's settings, as the library sees them (the CLI maps onto this).
+//! The gateway's settings, as the library sees them (the CLI maps onto this), and the one
+//! place their defaults are written down.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything `server::run` needs to know.
+use crate::protocol::MessageLimits;
+
+/// The documented defaults. The command line shows and uses these same values, so the two
+/// cannot drift apart.
+pub mod defaults {
+    /// Where tether listens.
+    pub const PORT: u16 = 5006;
+    /// Which address tether listens on.
+    pub const ADDRESS: &str = "127.0.0.1";
+    /// The interpreter with Panel, when neither `--python` nor `TETHER_PYTHON` says.
+    pub const PYTHON: &str = "python3";
+    /// Where state lives.
+    pub const STATE: &str = "sqlite:.tether/state.db";
+    /// The key file.
+    pub const SECRET_FILE: &str = ".tether/secret";
+    /// How long a closed tab's live session is kept.
+    pub const LIVE_TTL: &str = "1h";
+    /// How long saved state is kept after its last change.
+    pub const STATE_TTL: &str = "30days";
+    /// Worker processes.
+    pub const WORKERS: u16 = 1;
+    /// Lifetime of the tokens tether mints for workers.
+    pub const TOKEN_LIFETIME: &str = "5m";
+    /// Longest a restore may take.
+    pub const REPLAY_TIMEOUT: &str = "20s";
+    /// Most open client connections.
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Most live sessions over all workers.
+    pub const MAX_SESSIONS: usize = 10_000;
+    /// Largest websocket message, in bytes.
+    pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+    /// Largest request head, in bytes.
+    pub const MAX_HEADER_SIZE: usize = 64 << 10;
+    /// Longest a client may take to send its request head.
+    pub const HANDSHAKE_TIMEOUT: &str = "10s";
+    /// A websocket silent this long is closed.
+    pub const IDLE_TIMEOUT: &str = "2m";
+    /// How long open connections may finish after SIGTERM.
+    pub const SHUTDOWN_GRACE: &str = "5s";
+}
+
+/// A default duration; every one of them parses (a unit test checks).
+fn duration(text: &str) -> Duration {
+    humantime::parse_duration(text).unwrap_or(Duration::ZERO)
+}
+
+/// Everything `serve::run` needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// App scripts; each is served at `/<file stem>`.
@@ -37,21 +84,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Settings with the documented defaults for the given apps.
+    /// Settings with the documented [`defaults`] for the given apps.
     pub fn new(apps: Vec<PathBuf>) -> Config {
         Config {
             apps,
-            python: PathBuf::from("python3"),
-            state_url: "sqlite:.tether/state.db".into(),
-            secret_file: PathBuf::from(".tether/secret"),
-            live_ttl: Duration::from_secs(3600),
-            state_ttl: Duration::from_secs(30 * 24 * 3600),
-            workers: 1,
+            python: PathBuf::from(defaults::PYTHON),
+            state_url: defaults::STATE.into(),
+            secret_file: PathBuf::from(defaults::SECRET_FILE),
+            live_ttl: duration(defaults::LIVE_TTL),
+            state_ttl: duration(defaults::STATE_TTL),
+            workers: defaults::WORKERS.into(),
             panel_args: Vec::new(),
-            token_lifetime: Duration::from_secs(300),
+            token_lifetime: duration(defaults::TOKEN_LIFETIME),
             worker_start_timeout: Duration::from_secs(60),
-            replay_timeout: Duration::from_secs(20),
-            shutdown_grace: Duration::from_secs(5),
+            replay_timeout: duration(defaults::REPLAY_TIMEOUT),
+            shutdown_grace: duration(defaults::SHUTDOWN_GRACE),
             limits: Limits::default(),
             exclude: None,
         }
@@ -78,12 +125,47 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_connections: 10_000,
-            max_sessions: 10_000,
-            max_header_bytes: 64 << 10,
-            max_message_bytes: 64 << 20,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_sessions: defaults::MAX_SESSIONS,
+            max_header_bytes: defaults::MAX_HEADER_SIZE,
+            max_message_bytes: defaults::MAX_MESSAGE_SIZE,
+            handshake_timeout: duration(defaults::HANDSHAKE_TIMEOUT),
+            idle_timeout: duration(defaults::IDLE_TIMEOUT),
         }
+    }
+}
+
+impl Limits {
+    /// The bounds on one reassembled Bokeh message: the configured size, and the protocol
+    /// layer's buffer count.
+    pub fn message(&self) -> MessageLimits {
+        MessageLimits {
+            max_message_bytes: self.max_message_bytes,
+            ..MessageLimits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_duration_parses() {
+        for text in [
+            defaults::LIVE_TTL,
+            defaults::STATE_TTL,
+            defaults::TOKEN_LIFETIME,
+            defaults::REPLAY_TIMEOUT,
+            defaults::HANDSHAKE_TIMEOUT,
+            defaults::IDLE_TIMEOUT,
+            defaults::SHUTDOWN_GRACE,
+        ] {
+            assert!(humantime::parse_duration(text).is_ok(), "{text}");
+        }
+        let c = Config::new(Vec::new());
+        assert_eq!(c.live_ttl, Duration::from_secs(3600));
+        assert_eq!(c.state_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
     }
 }

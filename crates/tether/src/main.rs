@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tether::config::defaults;
 
 #[derive(Parser)]
 #[command(
@@ -31,56 +32,56 @@ struct Serve {
     #[arg(required = true)]
     apps: Vec<PathBuf>,
     /// Port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = 5006)]
+    #[arg(long, default_value_t = defaults::PORT)]
     port: u16,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = defaults::ADDRESS)]
     address: String,
     /// Python interpreter with Panel installed [default: $TETHER_PYTHON, then python3].
-    #[arg(long, env = "TETHER_PYTHON", default_value = "python3")]
+    #[arg(long, env = "TETHER_PYTHON", default_value = defaults::PYTHON)]
     python: PathBuf,
     /// Where state lives: sqlite:PATH or redis://HOST:PORT[/DB].
-    #[arg(long, default_value = "sqlite:.tether/state.db")]
+    #[arg(long, default_value = defaults::STATE)]
     state: String,
     /// Key file that signs cookies and session ids; share it between gateways.
-    #[arg(long, default_value = ".tether/secret")]
+    #[arg(long, default_value = defaults::SECRET_FILE)]
     secret_file: PathBuf,
     /// How long an unconnected live session is kept for reattach (e.g. 1h, 30m).
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::LIVE_TTL, value_parser = humantime::parse_duration)]
     live_ttl: Duration,
     /// How long a user's saved state is kept after their last change.
-    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::STATE_TTL, value_parser = humantime::parse_duration)]
     state_ttl: Duration,
     /// Number of panel serve workers.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = defaults::WORKERS, value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
     /// Lifetime of the Bokeh tokens tether mints for workers.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, hide = true)]
+    #[arg(long, default_value = defaults::TOKEN_LIFETIME, value_parser = humantime::parse_duration, hide = true)]
     token_lifetime: Duration,
     /// Longest a restore may take before the page is shown as it is.
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::REPLAY_TIMEOUT, value_parser = humantime::parse_duration)]
     replay_timeout: Duration,
     /// Most open client connections, websockets included.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
     /// Most live sessions (open, or kept for reattach), over all workers; each holds worker
     /// memory until it expires, so past it new visitors are refused.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::MAX_SESSIONS)]
     max_sessions: usize,
     /// Largest websocket message from a browser or worker, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = defaults::MAX_MESSAGE_SIZE)]
     max_message_size: usize,
     /// Largest HTTP request head, in bytes.
-    #[arg(long, default_value_t = 64 << 10)]
+    #[arg(long, default_value_t = defaults::MAX_HEADER_SIZE)]
     max_header_size: usize,
     /// Longest a client may take to send its request head (and a worker to accept a websocket).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
     /// A websocket whose browser answers nothing (not even pings) for this long is closed.
-    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
     /// How long open connections may finish after SIGTERM.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
     /// More things never to record, e.g. "field:TextInput.value,model:MyWidget,event:tap".
     #[arg(long)]
@@ -168,7 +169,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
             println!("tether: serving http://{bound}/{name}");
         }
     };
-    tether::server::run_announced(listener, config, announce, shutdown_signal()).await?;
+    tether::serve::run(listener, config, announce, shutdown_signal()).await?;
     Ok(())
 }
 

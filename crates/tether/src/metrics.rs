@@ -1,31 +1,59 @@
-//! Counters for `/.tether/metrics`, rendered in the Prometheus text format.
+//! Counters for `/.tether/metrics`, and their rendering in the Prometheus text format.
+//!
+//! The counters are private; each is moved by the method named for the event it counts.
+//! Gauges belong to their owners (the registry, the workers, the writer), which the caller
+//! reads into a [`Gauges`] snapshot at render time.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::server::Gateway;
+use crate::store::WriterStats;
 
-/// Monotonic counters; gauges are read from their owners at render time.
+/// Monotonic counters, plus the one gauge the relay keeps itself (connected tabs).
 #[derive(Default)]
 pub struct Metrics {
     /// Pages served on a reattached live session.
-    pub pages_reattached: AtomicU64,
+    pages_reattached: AtomicU64,
     /// Pages served on a new session.
-    pub pages_fresh: AtomicU64,
+    pages_fresh: AtomicU64,
     /// Websockets currently relaying.
-    pub tabs: AtomicU64,
+    tabs: AtomicU64,
     /// Restores run.
-    pub restores: AtomicU64,
+    restores: AtomicU64,
     /// Replay steps applied, over all restores.
-    pub steps_applied: AtomicU64,
+    steps_applied: AtomicU64,
     /// Replay steps skipped because the app changed.
-    pub steps_skipped: AtomicU64,
+    steps_skipped: AtomicU64,
     /// Changes recorded into state logs.
-    pub changes_recorded: AtomicU64,
+    changes_recorded: AtomicU64,
     /// Client connections refused because the connection limit was reached.
-    pub connections_refused: AtomicU64,
+    connections_refused: AtomicU64,
     /// Page requests refused because the session limit was reached.
-    pub sessions_refused: AtomicU64,
+    sessions_refused: AtomicU64,
+}
+
+/// The gauges owned elsewhere, read at one moment for one rendering.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Live sessions in the registry.
+    pub live_sessions: usize,
+    /// The batching writer's counters.
+    pub store: WriterStats,
+    /// The store refuses writes right now.
+    pub store_failing: bool,
+    /// One per worker slot, in slot order.
+    pub workers: Vec<WorkerGauge>,
+}
+
+/// What `/.tether/metrics` shows of one worker slot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerGauge {
+    /// It accepts connections (not restarting).
+    pub up: bool,
+    /// Live sessions placed on it.
+    pub sessions: usize,
+    /// Times it was restarted after it exited.
+    pub restarts: u64,
 }
 
 /// Writes metric families in the text format: `# HELP`, `# TYPE`, then the samples.
@@ -65,6 +93,7 @@ impl Exposition {
 }
 
 impl Metrics {
+    /// A page was served, on a reattached session or a new one.
     pub fn page(&self, reattached: bool) {
         if reattached {
             self.pages_reattached.fetch_add(1, Relaxed);
@@ -73,23 +102,47 @@ impl Metrics {
         }
     }
 
+    /// A websocket started relaying.
     pub fn tab_opened(&self) {
         self.tabs.fetch_add(1, Relaxed);
     }
 
+    /// A websocket stopped relaying.
     pub fn tab_closed(&self) {
         self.tabs.fetch_sub(1, Relaxed);
     }
 
-    pub fn render(&self, gw: &Gateway) -> String {
-        let (live, _) = gw.registry.counts();
+    /// A restore ran, applying and skipping so many steps (both 0 when it failed).
+    pub fn restored(&self, applied: usize, skipped: usize) {
+        self.restores.fetch_add(1, Relaxed);
+        self.steps_applied.fetch_add(applied as u64, Relaxed);
+        self.steps_skipped.fetch_add(skipped as u64, Relaxed);
+    }
+
+    /// Changes were recorded into a state log.
+    pub fn recorded(&self, changes: usize) {
+        self.changes_recorded.fetch_add(changes as u64, Relaxed);
+    }
+
+    /// A client connection was refused at the connection limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A page was refused at the session limit; returns how many have been, this one included.
+    pub fn session_refused(&self) -> u64 {
+        self.sessions_refused.fetch_add(1, Relaxed) + 1
+    }
+
+    /// The exposition text of every counter and of `gauges`.
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut m = Exposition { out: String::new() };
         let count = |c: &AtomicU64| c.load(Relaxed);
         m.one(
             "live_sessions",
             "gauge",
             "Live worker sessions known to this gateway.",
-            live,
+            gauges.live_sessions,
         );
         m.one(
             "connected_tabs",
@@ -145,94 +198,92 @@ impl Metrics {
             "Pages refused at the session limit (--max-sessions).",
             count(&self.sessions_refused),
         );
-        self.render_store(gw, &mut m);
-        self.render_workers(gw, &mut m);
+        render_store(gauges, &mut m);
+        render_workers(gauges, &mut m);
         m.out
     }
+}
 
-    /// The batching writer's view of the state store.
-    fn render_store(&self, gw: &Gateway, m: &mut Exposition) {
-        let s = gw.states.writer_stats();
-        // NaN until the first batch is written: no latency has been measured yet.
-        let latency = s
-            .last_latency
-            .map_or("NaN".to_owned(), |d| d.as_secs_f64().to_string());
-        m.one(
-            "store_write_latency_seconds",
-            "gauge",
-            "For the last batch written: from its oldest change to the store's commit.",
-            latency,
-        );
-        m.one(
-            "store_snapshots_written_total",
-            "counter",
-            "State snapshots written to the store.",
-            s.snapshots_written,
-        );
-        m.one(
-            "store_batches_written_total",
-            "counter",
-            "Batches written to the store.",
-            s.batches_written,
-        );
-        m.one(
-            "store_write_errors_total",
-            "counter",
-            "Failed batch writes (each retry counts).",
-            s.write_errors,
-        );
-        m.one(
-            "store_snapshots_dropped_total",
-            "counter",
-            "Snapshots dropped unwritten because too many were waiting while the store failed.",
-            s.dropped,
-        );
-        m.one(
-            "store_failing",
-            "gauge",
-            "1 while the store refuses writes (full, read-only or down) and changes wait in memory.",
-            u8::from(gw.states.refusing_writes()),
-        );
-        m.one(
-            "store_pending_snapshots",
-            "gauge",
-            "Snapshots not yet written to the store.",
-            s.pending,
-        );
-    }
+/// The batching writer's view of the state store.
+fn render_store(gauges: &Gauges, m: &mut Exposition) {
+    let s = &gauges.store;
+    // NaN until the first batch is written: no latency has been measured yet.
+    let latency = s
+        .last_latency
+        .map_or("NaN".to_owned(), |d| d.as_secs_f64().to_string());
+    m.one(
+        "store_write_latency_seconds",
+        "gauge",
+        "For the last batch written: from its oldest change to the store's commit.",
+        latency,
+    );
+    m.one(
+        "store_snapshots_written_total",
+        "counter",
+        "State snapshots written to the store.",
+        s.snapshots_written,
+    );
+    m.one(
+        "store_batches_written_total",
+        "counter",
+        "Batches written to the store.",
+        s.batches_written,
+    );
+    m.one(
+        "store_write_errors_total",
+        "counter",
+        "Failed batch writes (each retry counts).",
+        s.write_errors,
+    );
+    m.one(
+        "store_snapshots_dropped_total",
+        "counter",
+        "Snapshots dropped unwritten because too many were waiting while the store failed.",
+        s.dropped,
+    );
+    m.one(
+        "store_failing",
+        "gauge",
+        "1 while the store refuses writes (full, read-only or down) and changes wait in memory.",
+        u8::from(gauges.store_failing),
+    );
+    m.one(
+        "store_pending_snapshots",
+        "gauge",
+        "Snapshots not yet written to the store.",
+        s.pending,
+    );
+}
 
-    /// Per worker slot: up, live sessions, restarts.
-    fn render_workers(&self, gw: &Gateway, m: &mut Exposition) {
-        let slots = gw.slots.len();
-        let label = |w: usize| format!("worker=\"{w}\"");
-        let endpoints: Vec<_> = (0..slots).map(|w| gw.endpoint(w)).collect();
-        m.family(
-            "worker_up",
-            "gauge",
-            "1 while the worker accepts connections, 0 while it restarts.",
-            endpoints
-                .iter()
-                .enumerate()
-                .map(|(w, e)| (label(w), u8::from(e.port != 0))),
-        );
-        m.family(
-            "worker_sessions",
-            "gauge",
-            "Live sessions placed on each worker.",
-            gw.registry
-                .load(slots)
-                .into_iter()
-                .enumerate()
-                .map(|(w, n)| (label(w), n)),
-        );
-        m.family(
-            "worker_restarts_total",
-            "counter",
-            "Times each worker was restarted after it exited.",
-            endpoints
-                .iter()
-                .enumerate()
-                .map(|(w, e)| (label(w), e.generation.saturating_sub(1))),
-        );
-    }
+/// Per worker slot: up, live sessions, restarts.
+fn render_workers(gauges: &Gauges, m: &mut Exposition) {
+    let label = |w: usize| format!("worker=\"{w}\"");
+    let workers = &gauges.workers;
+    m.family(
+        "worker_up",
+        "gauge",
+        "1 while the worker accepts connections, 0 while it restarts.",
+        workers
+            .iter()
+            .enumerate()
+            .map(|(w, g)| (label(w), u8::from(g.up))),
+    );
+    m.family(
+        "worker_sessions",
+        "gauge",
+        "Live sessions placed on each worker.",
+        workers
+            .iter()
+            .enumerate()
+            .map(|(w, g)| (label(w), g.sessions)),
+    );
+    m.family(
+        "worker_restarts_total",
+        "counter",
+        "Times each worker was restarted after it exited.",
+        workers
+            .iter()
+            .enumerate()
+            .map(|(w, g)| (label(w), g.restarts)),
+    );
 }

@@ -2,13 +2,13 @@
 //! loaded from the durable store on a user's first visit after a restart.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::auth::UserId;
 use crate::config::Config;
-use crate::identity::UserId;
 use crate::record::{Entry, Log, LogLimits, Policy, PolicyError};
-use crate::store::{self, StateKey, Store, StoreError, Writer, WriterHandle};
+use crate::store::{self, Clock, StateKey, Store, StoreError, SystemClock, Writer, WriterHandle};
 
 /// Most logs kept in memory; beyond it, logs no tab is using are dropped (they are saved).
 const MAX_LOGS_IN_MEMORY: usize = 50_000;
@@ -27,23 +27,44 @@ pub enum StateError {
     Policy(#[from] PolicyError),
 }
 
-/// One (user, app) history in memory, shared by that user's tabs.
+/// One (user, app) history in memory.
 #[derive(Debug)]
-pub struct Held {
+struct Held {
     /// The compacted log of changes.
-    pub log: Log,
+    log: Log,
     /// When it last changed (ms since the epoch, strictly increasing per log). Saved with the
     /// log, so a gateway can tell whether the store holds a newer history written elsewhere.
     stamp: u64,
 }
 
-/// A history shared by a user's tabs.
-pub type SharedLog = Arc<Mutex<Held>>;
+/// One (user, app) history, shared by that user's tabs.
+#[derive(Debug, Clone)]
+pub struct History(Arc<Mutex<Held>>);
+
+impl History {
+    fn new(held: Held) -> History {
+        History(Arc::new(Mutex::new(held)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        self.0.lock().expect("history lock")
+    }
+
+    /// Nothing has been recorded (or it was all forgotten).
+    pub fn is_empty(&self) -> bool {
+        self.lock().log.is_empty()
+    }
+
+    /// The recorded steps, oldest first, as they are now.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock().log.entries().cloned().collect()
+    }
+}
 
 /// What a page load learns about a user's history.
 pub struct Synced {
     /// The history, now current with the store.
-    pub log: SharedLog,
+    pub log: History,
     /// Another gateway wrote a newer history since this gateway last saw it.
     pub changed_elsewhere: bool,
     /// There is something to restore.
@@ -71,10 +92,7 @@ fn decode(bytes: &[u8], limits: LogLimits) -> Option<Held> {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    u64::try_from(SystemClock.now_millis()).unwrap_or(0)
 }
 
 /// Every (user, app) history this gateway has touched, and where they are saved.
@@ -84,7 +102,7 @@ pub struct States {
     /// Batches snapshots into the store within the durability window.
     writer: WriterHandle,
     /// Histories in memory. Loaded on first use; a user's tabs share one.
-    logs: Mutex<HashMap<StateKey, SharedLog>>,
+    logs: Mutex<HashMap<StateKey, History>>,
     /// What is never recorded.
     pub policy: Policy,
     /// Size bound of each log.
@@ -147,19 +165,19 @@ impl States {
         }
     }
 
-    fn cache(&self, key: StateKey, held: Held) -> SharedLog {
+    fn cache(&self, key: StateKey, held: Held) -> History {
         let mut logs = self.logs.lock().expect("logs lock");
         if logs.len() >= MAX_LOGS_IN_MEMORY {
             // Only this map holds them: no tab records into them, and their state is saved.
-            logs.retain(|_, log| Arc::strong_count(log) > 1);
+            logs.retain(|_, log| Arc::strong_count(&log.0) > 1);
         }
         logs.entry(key)
-            .or_insert_with(|| Arc::new(Mutex::new(held)))
+            .or_insert_with(|| History::new(held))
             .clone()
     }
 
     /// The history of (user, app) for a websocket: the cached one, or loaded from the store.
-    pub async fn log(&self, user: &UserId, app: &str) -> Option<SharedLog> {
+    pub async fn log(&self, user: &UserId, app: &str) -> Option<History> {
         let key = StateKey::new(user.as_str(), app);
         if let Some(log) = self.logs.lock().expect("logs lock").get(&key) {
             return Some(log.clone());
@@ -177,7 +195,7 @@ impl States {
         let (log, changed_elsewhere) = match cached {
             Some(shared) => {
                 let changed = {
-                    let mut held = shared.lock().expect("log lock");
+                    let mut held = shared.lock();
                     // Ours is newer or equal when the writer has not flushed it yet.
                     let newer = stored.stamp > held.stamp;
                     if newer {
@@ -189,7 +207,7 @@ impl States {
             }
             None => (self.cache(key, stored), false),
         };
-        let has_state = !log.lock().expect("log lock").log.is_empty();
+        let has_state = !log.is_empty();
         Some(Synced {
             log,
             changed_elsewhere,
@@ -198,12 +216,12 @@ impl States {
     }
 
     /// Appends entries to a history and schedules its snapshot for writing.
-    pub fn record(&self, user: &UserId, app: &str, log: &SharedLog, entries: Vec<Entry>) {
+    pub fn record(&self, user: &UserId, app: &str, log: &History, entries: Vec<Entry>) {
         if entries.is_empty() {
             return;
         }
         let snapshot = {
-            let mut held = log.lock().expect("log lock");
+            let mut held = log.lock();
             for e in entries {
                 held.log.push(e);
             }

@@ -11,17 +11,17 @@ use super::ProtocolError;
 
 /// Bounds on what one message may hold, so a peer cannot make us buffer without end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct MessageLimits {
     /// Most buffers one message may declare (Bokeh sends one per binary array).
     pub max_buffers: usize,
     /// Most bytes all frames of one message may add up to.
     pub max_message_bytes: usize,
 }
 
-impl Default for Limits {
+impl Default for MessageLimits {
     /// 64 buffers and 256 MiB: far above what a dashboard sends, low enough to bound memory.
     fn default() -> Self {
-        Limits {
+        MessageLimits {
             max_buffers: 64,
             max_message_bytes: 256 * 1024 * 1024,
         }
@@ -140,7 +140,7 @@ impl Message {
 }
 
 /// Parse and check a header frame.
-fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, ProtocolError> {
+fn parse_header(bytes: &[u8], limits: &MessageLimits) -> Result<Header, ProtocolError> {
     let wire: WireHeader =
         serde_json::from_slice(bytes).map_err(|e| ProtocolError::json("message header", e))?;
     let declared = wire.num_buffers.unwrap_or(0);
@@ -194,7 +194,7 @@ enum State {
 #[derive(Debug)]
 pub struct Assembler {
     /// Bounds applied to every message.
-    limits: Limits,
+    limits: MessageLimits,
     /// What the next frame must be.
     state: State,
     /// The current message's header, once read.
@@ -209,7 +209,7 @@ pub struct Assembler {
 
 impl Assembler {
     /// A fresh assembler, expecting a header frame.
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: MessageLimits) -> Self {
         Assembler {
             limits,
             state: State::Header,
@@ -218,6 +218,11 @@ impl Assembler {
             bytes: 0,
             buffers_done: 0,
         }
+    }
+
+    /// The bounds this assembler applies.
+    pub fn limits(&self) -> MessageLimits {
+        self.limits
     }
 
     /// Feed one frame. Returns the message when this frame completes it. After an

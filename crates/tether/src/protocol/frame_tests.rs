@@ -33,7 +33,7 @@ fn feed(asm: &mut Assembler, parts: Vec<Part>) -> Vec<Result<Option<Message>, Pr
 #[test]
 fn assembles_a_browser_pull_request() {
     let parts = frames(PULL_REQ);
-    let mut asm = Assembler::new(Limits::default());
+    let mut asm = Assembler::new(MessageLimits::default());
     let mut results = feed(&mut asm, parts.clone());
     let last = results.pop().unwrap().unwrap().unwrap();
     assert!(results.iter().all(|r| matches!(r, Ok(None))));
@@ -49,7 +49,7 @@ fn assembles_a_browser_pull_request() {
 fn assembles_a_server_patch_with_buffers_byte_identical() {
     let parts = frames(PATCH_WITH_BUFFERS);
     assert_eq!(parts.len(), 7);
-    let mut asm = Assembler::new(Limits::default());
+    let mut asm = Assembler::new(MessageLimits::default());
     for p in &parts[..6] {
         assert!(asm.push(p.clone()).unwrap().is_none());
     }
@@ -75,7 +75,7 @@ fn assembles_a_server_patch_with_buffers_byte_identical() {
 
 #[test]
 fn reqid_is_kept() {
-    let mut asm = Assembler::new(Limits::default());
+    let mut asm = Assembler::new(MessageLimits::default());
     let parts = vec![
         text(r#"{"msgid":"p1","msgtype":"OK","reqid":"ABC"}"#),
         text("{}"),
@@ -100,7 +100,7 @@ fn build_writes_bokeh_header_metadata_and_content() {
         text(r#"{"msgid":"m2","msgtype":"OK","reqid":"m1"}"#)
     );
     // What build writes, the assembler reads back.
-    let mut asm = Assembler::new(Limits::default());
+    let mut asm = Assembler::new(MessageLimits::default());
     let back = feed(&mut asm, reply.parts.clone())
         .pop()
         .unwrap()
@@ -118,7 +118,7 @@ fn content_of_a_hand_made_message_without_parts_is_empty() {
     assert_eq!(msg.content(), b"");
 }
 
-fn first_error(parts: Vec<Part>, limits: Limits) -> ProtocolError {
+fn first_error(parts: Vec<Part>, limits: MessageLimits) -> ProtocolError {
     let mut asm = Assembler::new(limits);
     for p in parts {
         if let Err(e) = asm.push(p) {
@@ -137,7 +137,7 @@ type Check = fn(&ProtocolError) -> bool;
 fn malformed_frames_are_errors() {
     let bin = Part::Binary(Bytes::from_static(b"\x00\x01"));
     let hdr = |s: &str| text(s);
-    let limits = Limits::default();
+    let limits = MessageLimits::default();
     let cases: Vec<(Vec<Part>, Check)> = vec![
         (vec![bin.clone()], |e| {
             matches!(e, ProtocolError::ExpectedText("message header"))
@@ -267,7 +267,7 @@ fn malformed_frames_are_errors() {
 
 #[test]
 fn message_size_is_bounded() {
-    let limits = Limits {
+    let limits = MessageLimits {
         max_buffers: 4,
         max_message_bytes: 100,
     };
@@ -300,7 +300,7 @@ fn arbitrary_frame_sequences_never_panic() {
     ];
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     for _ in 0..500 {
-        let mut asm = Assembler::new(Limits {
+        let mut asm = Assembler::new(MessageLimits {
             max_buffers: 3,
             max_message_bytes: 1000,
         });

@@ -1,7 +1,7 @@
 //! Regression tests for what fuzzing (`fuzz/`) and its review found in the protocol and
 //! record layers, and for the properties the fuzz targets check.
 
-use crate::protocol::{Assembler, Graph, Limits, Part, ProtocolError};
+use crate::protocol::{Assembler, Graph, MessageLimits, Part, ProtocolError};
 use crate::record::{record, step_patch, Policy, MAX_RECORD_WORK};
 
 const S1_PULL: &str = include_str!("fixtures/s1_pull_reply.json");
@@ -75,7 +75,7 @@ fn unchanged_references_keep_the_paths() {
 /// The message target's check: a failed assembler refuses every later frame.
 #[test]
 fn failed_assembler_refuses_until_replaced() {
-    let mut asm = Assembler::new(Limits::default());
+    let mut asm = Assembler::new(MessageLimits::default());
     assert!(asm.push(Part::Binary(Default::default())).is_err());
     let header = br#"{"msgid":"1","msgtype":"ACK"}"#;
     let again = asm.push(Part::Text(bytes::Bytes::from_static(header)));

@@ -94,14 +94,10 @@ impl Graph {
         Ok(graph)
     }
 
-    /// Apply a server→browser PATCH-DOC (also the replay's own patches).
-    pub fn apply_server_patch(&mut self, content: &[u8]) -> Result<(), ProtocolError> {
-        self.apply_events(&parse_patch(content)?)
-    }
-
-    /// Apply a browser→server PATCH-DOC: the browser can replace references too.
-    /// [`crate::record::record`] does this itself while recording.
-    pub fn apply_client_patch(&mut self, content: &[u8]) -> Result<(), ProtocolError> {
+    /// Apply a PATCH-DOC from either side: the worker's, or a browser's (which can replace
+    /// references too, and is not echoed back). [`crate::record::record`] applies the
+    /// browser patches it records itself.
+    pub fn apply_patch(&mut self, content: &[u8]) -> Result<(), ProtocolError> {
         self.apply_events(&parse_patch(content)?)
     }
 

@@ -103,8 +103,7 @@ fn click_patch_adds_the_plot_and_drops_the_placeholder() {
         at(&mut g, "r0/children/7/children/0").1,
         "panel.models.markup.HTML"
     );
-    g.apply_server_patch(S1_CLICK_PATCH.trim_end().as_bytes())
-        .unwrap();
+    g.apply_patch(S1_CLICK_PATCH.trim_end().as_bytes()).unwrap();
     let plot = "r0/children/7/children/0";
     assert_eq!(at(&mut g, plot), ("p1116".into(), "Figure".into()));
     assert_eq!(
@@ -142,7 +141,7 @@ fn click_patch_adds_the_plot_and_drops_the_placeholder() {
 fn browser_changes_can_move_references() {
     let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
     let swap = r#"{"events":[{"kind":"ModelChanged","model":{"id":"p1048"},"attr":"children","new":[{"id":"p1069"},{"id":"p1067"}]}]}"#;
-    g.apply_client_patch(swap.as_bytes()).unwrap();
+    g.apply_patch(swap.as_bytes()).unwrap();
     assert_eq!(at(&mut g, "r0/children/0").0, "p1069");
     assert_eq!(
         &*g.path_of("p1065").unwrap().path,
@@ -151,7 +150,7 @@ fn browser_changes_can_move_references() {
     assert!(g.path_of("p1070").is_none(), "the slider left the document");
     // Scalar changes and changes to unknown models leave paths alone.
     let scalar = r#"{"events":[{"kind":"ModelChanged","model":{"id":"p1065"},"attr":"indices","new":[1,3]},{"kind":"ModelChanged","model":{"id":"zzz"},"attr":"x","new":{"id":"p1048"}}]}"#;
-    g.apply_client_patch(scalar.as_bytes()).unwrap();
+    g.apply_patch(scalar.as_bytes()).unwrap();
     assert_eq!(
         &*g.path_of("p1065").unwrap().path,
         "r0/children/1/source/selected"
@@ -162,7 +161,7 @@ fn browser_changes_can_move_references() {
 fn roots_can_be_added_and_removed() {
     let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
     let patch = r#"{"events":[{"kind":"RootRemoved","model":{"id":"p1080"}},{"kind":"RootAdded","model":{"type":"object","name":"Div","id":"n1","attributes":{"text":"hi","tags":[{"type":"map","entries":[["a/b",{"type":"object","name":"Span","id":"n2"}]]}]}}}]}"#;
-    g.apply_server_patch(patch.as_bytes()).unwrap();
+    g.apply_patch(patch.as_bytes()).unwrap();
     assert_eq!(at(&mut g, "r1").1, "panel.models.browser.BrowserInfo");
     assert_eq!(at(&mut g, "r2"), ("n1".into(), "Div".into()));
     // Map keys are path segments, with '/' escaped.
@@ -178,7 +177,7 @@ fn replaced_models_are_forgotten_so_the_graph_stays_bounded() {
         let patch = format!(
             r#"{{"events":[{{"kind":"ModelChanged","model":{{"id":"p1076"}},"attr":"children","new":[{{"type":"object","name":"Div","id":"d{i}","attributes":{{"child":{{"type":"object","name":"Span","id":"s{i}"}}}}}}]}}]}}"#
         );
-        g.apply_server_patch(patch.as_bytes()).unwrap();
+        g.apply_patch(patch.as_bytes()).unwrap();
     }
     assert!(g.len() < base + 600, "{} models kept", g.len());
     assert_eq!(
@@ -196,7 +195,7 @@ fn big_column_data_is_scanned_not_walked() {
     );
     assert!(patch.len() > 1_000_000);
     let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
-    g.apply_server_patch(patch.as_bytes()).unwrap();
+    g.apply_patch(patch.as_bytes()).unwrap();
     assert!(g.path_of("b1").is_none());
     assert_eq!(at(&mut g, "r0/children/0/source/selected").0, "p1065");
 }
@@ -218,9 +217,9 @@ fn malformed_documents_and_patches_are_errors() {
     }
     let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
     assert!(g
-        .apply_server_patch(b"{\"events\":[{\"kind\":\"RootAdded\",\"model\":7}]}")
+        .apply_patch(b"{\"events\":[{\"kind\":\"RootAdded\",\"model\":7}]}")
         .is_err());
-    assert!(g.apply_server_patch(b"garbage").is_err());
+    assert!(g.apply_patch(b"garbage").is_err());
     // Still usable afterwards.
     assert_eq!(at(&mut g, "r0/children/0/source/selected").0, "p1065");
 }
@@ -242,10 +241,7 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
                 r#"{{"events":[{{"kind":"ModelChanged","model":{{"id":"p1048"}},"attr":"children","new":{value}}}]}}"#
             );
             let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
-            assert!(
-                g.apply_server_patch(patch.as_bytes()).is_err(),
-                "depth {depth}"
-            );
+            assert!(g.apply_patch(patch.as_bytes()).is_err(), "depth {depth}");
         }
     }
     // Nested model definitions count towards the limit too.

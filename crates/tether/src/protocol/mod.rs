@@ -13,7 +13,7 @@ mod walk;
 mod fuzz_regressions;
 
 pub use event::{build_patch, parse_patch, BokehEvent, Event};
-pub use frame::{Assembler, Header, Limits, Message, Part};
+pub use frame::{Assembler, Header, Message, MessageLimits, Part};
 pub use graph::{Graph, ModelAt};
 
 /// Something a peer (browser or worker) sent that does not follow the Bokeh protocol.
@@ -44,7 +44,7 @@ pub enum ProtocolError {
         /// What is wrong with it.
         detail: String,
     },
-    /// The header declares more buffers than [`Limits::max_buffers`].
+    /// The header declares more buffers than [`MessageLimits::max_buffers`].
     #[error("peer declared {declared} buffers in one message; the limit is {max}")]
     TooManyBuffers {
         /// What the header said.
@@ -52,7 +52,7 @@ pub enum ProtocolError {
         /// The configured limit.
         max: usize,
     },
-    /// The frames of one message add up to more than [`Limits::max_message_bytes`].
+    /// The frames of one message add up to more than [`MessageLimits::max_message_bytes`].
     #[error("peer sent a message over the limit of {max} bytes")]
     TooLarge {
         /// The configured limit.

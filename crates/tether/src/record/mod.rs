@@ -15,8 +15,8 @@ use crate::protocol::{Graph, ProtocolError};
 
 pub use log::{Log, LogError, LogLimits};
 pub use policy::{Policy, PolicyError, DEFAULT_MAX_VALUE_BYTES};
-pub use replay::{step_message, step_patch, Skip};
-pub use translate::{PATH_KEY, TYPE_KEY};
+pub use replay::{step_message, step_patch};
+pub use translate::{Skip, PATH_KEY, TYPE_KEY};
 
 use translate::{ids_to_paths, Unrecordable};
 

@@ -17,9 +17,7 @@ fn record_session_one(policy: &Policy) -> (Graph, Vec<(String, Vec<Entry>)>) {
     for content in S1_CLIENT.lines() {
         let entries = record(&mut graph, content.as_bytes(), policy).unwrap();
         if content.contains("button_click") {
-            graph
-                .apply_server_patch(S1_SERVER.trim_end().as_bytes())
-                .unwrap();
+            graph.apply_patch(S1_SERVER.trim_end().as_bytes()).unwrap();
         }
         out.push((content.to_owned(), entries));
     }

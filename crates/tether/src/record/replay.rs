@@ -7,35 +7,8 @@ use serde_json::value::RawValue;
 use crate::protocol::event::{build_patch, Event};
 use crate::protocol::{Graph, Message};
 
-use super::translate::{paths_to_ids, to_bokeh_json};
+use super::translate::{paths_to_ids, to_bokeh_json, Skip};
 use super::Entry;
-
-/// Why an entry was not replayed. Not an error: the app may have changed since.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Skip {
-    /// No model sits at the entry's path in this session.
-    #[error("no model at {path}")]
-    PathUnresolved {
-        /// The recorded path.
-        path: String,
-    },
-    /// A model sits at the path, but of another type (the app was edited).
-    #[error("model at {path} is a {found}, the log has a {expected}")]
-    TypeDiffers {
-        /// The recorded path.
-        path: String,
-        /// The recorded type name.
-        expected: String,
-        /// The type name found now.
-        found: String,
-    },
-    /// A model referenced inside the value has no counterpart in this session.
-    #[error("value refers to {path}, which is not in this document")]
-    RefUnresolved {
-        /// The path the value refers to.
-        path: String,
-    },
-}
 
 /// `msg_data` of a `bokeh_event`, in BokehJS's key order.
 #[derive(Serialize)]
@@ -74,7 +47,7 @@ fn raw(value: &serde_json::Value) -> Box<RawValue> {
 ///
 /// A `Change` becomes one `ModelChanged`; an `Event` becomes the `MessageSent` that
 /// BokehJS sends for it. The graph is only read: apply the patch to it as it is sent
-/// ([`Graph::apply_server_patch`]) to keep it current.
+/// ([`Graph::apply_patch`]) to keep it current.
 pub fn step_patch(graph: &mut Graph, entry: &Entry) -> Result<String, Skip> {
     match entry {
         Entry::Change {

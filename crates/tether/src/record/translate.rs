@@ -9,12 +9,37 @@ use serde_json::{Map, Value};
 
 use crate::protocol::Graph;
 
-use super::replay::Skip;
-
 /// Key holding a reference's structural path.
 pub const PATH_KEY: &str = "$path";
 /// Key holding a reference's type name.
 pub const TYPE_KEY: &str = "$type";
+
+/// Why an entry was not replayed. Not an error: the app may have changed since.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Skip {
+    /// No model sits at the entry's path in this session.
+    #[error("no model at {path}")]
+    PathUnresolved {
+        /// The recorded path.
+        path: String,
+    },
+    /// A model sits at the path, but of another type (the app was edited).
+    #[error("model at {path} is a {found}, the log has a {expected}")]
+    TypeDiffers {
+        /// The recorded path.
+        path: String,
+        /// The recorded type name.
+        expected: String,
+        /// The type name found now.
+        found: String,
+    },
+    /// A model referenced inside the value has no counterpart in this session.
+    #[error("value refers to {path}, which is not in this document")]
+    RefUnresolved {
+        /// The path the value refers to.
+        path: String,
+    },
+}
 
 /// Why a value could not be recorded.
 #[derive(Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //!
 //! The state log itself (ordering, compaction, size bounds) is pure code elsewhere.
 //! A store only persists one opaque, already-compacted snapshot per `(user, app)`,
-//! with an expiry, plus a tiny string registry ("meta") for scale-out.
+//! with an expiry.
 //!
 //! Every backend passes the same behavioural suite in `tests/store_conformance.rs`.
 //! [`Writer`] sits in front of a store and turns a stream of snapshots into
@@ -62,18 +62,8 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<(), StoreError>;
 
-    /// Forgets one `(user, app)` snapshot. Deleting a missing key is not an error.
-    async fn delete(&self, key: &StateKey) -> Result<(), StoreError>;
-
     /// Forgets every app's snapshot of `user` and nobody else's (`/.tether/forget`).
     async fn forget_user(&self, user: &str) -> Result<(), StoreError>;
-
-    /// Sets a small registry entry (for example "which gateway last served this
-    /// session") that expires after `ttl`.
-    async fn put_meta(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
-
-    /// Reads a registry entry set by [`Store::put_meta`], if it has not expired.
-    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
 
     /// True while the store is open read-only and refuses every write (SQLite on a location
     /// this process cannot write); writes keep being tried.

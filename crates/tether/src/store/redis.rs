@@ -3,8 +3,7 @@
 //! Layout (all under the `tether:` namespace):
 //! - `tether:state:{user}:{app}`: the snapshot, a string with `PX` expiry;
 //! - `tether:user:{user}`: a set of that user's apps, so `forget_user` needs no
-//!   `KEYS`/`SCAN`; its expiry is only ever raised, to the longest TTL of its apps;
-//! - `tether:meta:{key}`: registry strings with `PX` expiry.
+//!   `KEYS`/`SCAN`; its expiry is only ever raised, to the longest TTL of its apps.
 //!
 //! Expiry is Redis's own, so `purge_expired` has nothing to do. Durability is whatever
 //! the server's persistence (`appendonly`, `save`) is configured to give.
@@ -99,11 +98,6 @@ fn user_key(user: &str) -> String {
     format!("tether:user:{user}")
 }
 
-/// A registry entry's key.
-fn meta_key(key: &str) -> String {
-    format!("tether:meta:{key}")
-}
-
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn load(&self, key: &StateKey) -> Result<Option<Vec<u8>>, StoreError> {
@@ -157,20 +151,6 @@ impl Store for RedisStore {
             .map_err(|e| self.fail(e))
     }
 
-    async fn delete(&self, key: &StateKey) -> Result<(), StoreError> {
-        check_user(&key.user)?;
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .del(state_key(&key.user, &key.app))
-            .ignore()
-            .srem(user_key(&key.user), &key.app)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
     async fn forget_user(&self, user: &str) -> Result<(), StoreError> {
         check_user(user)?;
         let mut conn = self.conn.clone();
@@ -192,18 +172,6 @@ impl Store for RedisStore {
             .map_err(|e| self.fail(e))
     }
 
-    async fn put_meta(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        conn.pset_ex(meta_key(key), value, ttl_millis(ttl))
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
-    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        conn.get(meta_key(key)).await.map_err(|e| self.fail(e))
-    }
-
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
@@ -217,7 +185,6 @@ mod tests {
     fn keys_are_namespaced() {
         assert_eq!(state_key("ab", "app"), "tether:state:ab:app");
         assert_eq!(user_key("ab"), "tether:user:ab");
-        assert_eq!(meta_key("k"), "tether:meta:k");
     }
 
     #[tokio::test]

@@ -37,12 +37,8 @@ const SCHEMA: &str = "
         PRIMARY KEY (user, app)
     );
     CREATE INDEX IF NOT EXISTS state_expires_at ON state (expires_at);
-    CREATE TABLE IF NOT EXISTS meta (
-        key        TEXT    NOT NULL PRIMARY KEY,
-        value      TEXT    NOT NULL,
-        expires_at INTEGER NOT NULL  -- unix milliseconds
-    );
-    CREATE INDEX IF NOT EXISTS meta_expires_at ON meta (expires_at);
+    -- Earlier versions kept a registry table here that nothing read.
+    DROP TABLE IF EXISTS meta;
 ";
 
 /// The schema version this code writes.
@@ -253,18 +249,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete(&self, key: &StateKey) -> Result<(), StoreError> {
-        self.ensure_writable().await?;
-        check_user(&key.user)?;
-        let (user, app) = (key.user.clone(), key.app.clone());
-        self.run(move |conn| {
-            conn.prepare_cached("DELETE FROM state WHERE user = ?1 AND app = ?2")?
-                .execute(params![user, app])
-                .map(drop)
-        })
-        .await
-    }
-
     async fn forget_user(&self, user: &str) -> Result<(), StoreError> {
         self.ensure_writable().await?;
         check_user(user)?;
@@ -277,44 +261,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_meta(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.ensure_writable().await?;
-        let (key, value) = (key.to_owned(), value.to_owned());
-        let expires_at = expiry(self.clock.now_millis(), ttl);
-        self.run(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO meta (key, value, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE
-                 SET value = excluded.value, expires_at = excluded.expires_at",
-            )?
-            .execute(params![key, value, expires_at])
-            .map(drop)
-        })
-        .await
-    }
-
-    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let (key, now) = (key.to_owned(), self.clock.now_millis());
-        self.run(move |conn| {
-            conn.prepare_cached("SELECT value FROM meta WHERE key = ?1 AND expires_at > ?2")?
-                .query_row(params![key, now], |row| row.get(0))
-                .optional()
-        })
-        .await
-    }
-
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         self.ensure_writable().await?;
         let now = Now::of(&*self.clock);
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let state = tx.execute(
+            let purged = tx.execute(
                 concat!("DELETE FROM state WHERE NOT (", live!(), ")"),
                 params![now.wall, now.boot_id, now.boot],
             )?;
-            let meta = tx.execute("DELETE FROM meta WHERE expires_at <= ?1", [now.wall])?;
             tx.commit()?;
-            Ok((state + meta) as u64)
+            Ok(purged as u64)
         })
         .await
     }

@@ -312,11 +312,6 @@ impl WriterHandle {
         }
     }
 
-    /// Flushes, then drops this handle; the task ends once every clone is dropped.
-    pub async fn close(self) -> Result<(), StoreError> {
-        self.flush().await
-    }
-
     /// A snapshot of the counters.
     pub fn stats(&self) -> WriterStats {
         let c = &self.shared.counters;

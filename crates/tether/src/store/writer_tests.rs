@@ -71,17 +71,8 @@ impl Store for FakeStore {
             .push((Instant::now(), items.to_vec()));
         Ok(())
     }
-    async fn delete(&self, _: &StateKey) -> Result<(), StoreError> {
-        Ok(())
-    }
     async fn forget_user(&self, _: &str) -> Result<(), StoreError> {
         Ok(())
-    }
-    async fn put_meta(&self, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn get_meta(&self, _: &str) -> Result<Option<String>, StoreError> {
-        Ok(None)
     }
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
@@ -269,17 +260,8 @@ impl Store for HungStore {
     async fn save_batch(&self, _: &[(StateKey, Vec<u8>)], _: Duration) -> Result<(), StoreError> {
         std::future::pending().await
     }
-    async fn delete(&self, _: &StateKey) -> Result<(), StoreError> {
-        Ok(())
-    }
     async fn forget_user(&self, _: &str) -> Result<(), StoreError> {
         Ok(())
-    }
-    async fn put_meta(&self, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn get_meta(&self, _: &str) -> Result<Option<String>, StoreError> {
-        Ok(None)
     }
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         Ok(0)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::identity::UserId;
+use crate::auth::UserId;
 
 /// How long a page's session is held for its websocket before another tab may take it.
 pub const RESERVATION: Duration = Duration::from_secs(30);
@@ -60,12 +60,24 @@ pub struct Attach {
     pub restore: bool,
 }
 
+/// Which incarnation each worker slot is in: a session of an older one is gone.
+pub trait Generations: Sync {
+    /// The slot's current incarnation.
+    fn generation(&self, worker: usize) -> u64;
+}
+
+impl<F: Fn(usize) -> u64 + Sync> Generations for F {
+    fn generation(&self, worker: usize) -> u64 {
+        self(worker)
+    }
+}
+
 /// What the registry needs to know about the moment and the workers for one decision.
 pub struct Context<'a> {
     /// Now; passed in so tests can use paused time.
     pub now: Instant,
-    /// A worker slot's current incarnation.
-    pub generation: &'a (dyn Fn(usize) -> u64 + Sync),
+    /// The worker slots' current incarnations.
+    pub generation: &'a dyn Generations,
     /// The slot for a session created by this decision.
     pub worker: usize,
     /// Whether the user has saved state, so a new session needs a restore.
@@ -112,6 +124,8 @@ pub struct Registry {
     /// Most live sessions held at once (`--max-sessions`); each costs worker memory until it
     /// expires, so a flood of new visitors must not make more.
     max_sessions: usize,
+    /// Counts websockets ended, so that pages told [`Page::Busy`] wake when one ends.
+    released: tokio::sync::watch::Sender<u64>,
 }
 
 /// The registry's state, under one lock.
@@ -129,11 +143,12 @@ impl Registry {
             inner: Mutex::new(Inner::default()),
             live_ttl,
             max_sessions: max_sessions.max(1),
+            released: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    fn alive(&self, s: &Live, now: Instant, generation: &dyn Fn(usize) -> u64) -> bool {
-        s.generation == generation(s.worker)
+    fn alive(&self, s: &Live, now: Instant, generation: &dyn Generations) -> bool {
+        s.generation == generation.generation(s.worker)
             && (s.connections > 0
                 || s.reserved_until.is_some_and(|t| t > now)
                 || now.duration_since(s.idle_since) < self.live_ttl)
@@ -184,7 +199,7 @@ impl Registry {
                 user: user.clone(),
                 app: app.to_owned(),
                 worker: w,
-                generation: generation(w),
+                generation: generation.generation(w),
                 connections: 0,
                 reserved_until: Some(now + RESERVATION),
                 idle_since: now,
@@ -220,7 +235,7 @@ impl Registry {
                 restore: false,
                 synced: 0,
             });
-        let current = generation(live.worker);
+        let current = generation.generation(live.worker);
         if live.generation != current
             || (live.connections == 0
                 && now.duration_since(live.idle_since) >= self.live_ttl
@@ -229,7 +244,7 @@ impl Registry {
             // Vanished behind our back, or so old the worker may have reaped it: start afresh,
             // on the worker the caller chose (the old one may still be restarting).
             live.worker = cx.worker;
-            live.generation = generation(cx.worker);
+            live.generation = generation.generation(cx.worker);
             live.restore = has_state;
         }
         if live.restore || !has_state {
@@ -266,13 +281,21 @@ impl Registry {
             .or_default() += 1;
     }
 
-    /// A websocket ended.
+    /// A websocket ended; pages waiting for a session to come free ask again.
     pub fn disconnect(&self, session_id: &str, now: Instant) {
         let mut inner = self.inner.lock().expect("registry lock");
         if let Some(s) = inner.sessions.get_mut(session_id) {
             s.connections = s.connections.saturating_sub(1);
             s.idle_since = now;
         }
+        drop(inner);
+        self.released.send_modify(|n| *n += 1);
+    }
+
+    /// Sees every [`Registry::disconnect`] after this call (`changed()` resolves): take it
+    /// *before* asking [`Registry::page`], so a release between the two is not missed.
+    pub fn releases(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.released.subscribe()
     }
 
     /// Drops every session of a user (the `/.tether/forget` endpoint). Returns the ids dropped.
@@ -322,11 +345,7 @@ mod tests {
         1
     }
 
-    fn cx(
-        now: Instant,
-        generation: &(dyn Fn(usize) -> u64 + Sync),
-        has_state: bool,
-    ) -> Context<'_> {
+    fn cx(now: Instant, generation: &dyn Generations, has_state: bool) -> Context<'_> {
         Context {
             now,
             generation,

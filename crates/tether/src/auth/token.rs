@@ -11,7 +11,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::Sha256;
 
-use crate::secret::Keys;
+use super::secret::Keys;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -152,7 +152,7 @@ fn encode_token(keys: &Keys, payload: &serde_json::Map<String, serde_json::Value
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::auth::Secret;
 
     fn keys() -> Keys {
         Secret::from_bytes(&[7u8; 32]).keys()

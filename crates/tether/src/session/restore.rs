@@ -6,16 +6,13 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::protocol::{Assembler, Graph, Limits, Message, Part, ProtocolError};
+use super::wire::{FromWorker, QuickAck, WorkerStream, OWN_MSGID_PREFIX};
+use crate::protocol::{Graph, Message, ProtocolError};
 use crate::record::{step_message, Entry, Skip};
-
-/// Prefix of the message ids the gateway sends itself; replies to them never reach a browser.
-pub const OWN_MSGID_PREFIX: &str = "tether-";
 
 /// Panel handles widget changes in a 50 ms debounced callback; wait a bit longer than that
 /// before each barrier.
@@ -33,7 +30,9 @@ pub enum RestoreError {
     #[error("the worker closed the connection during restore")]
     Closed,
     #[error("the worker sent a message tether cannot read")]
-    Protocol(#[from] ProtocolError),
+    Unreadable,
+    #[error("the worker's document could not be read")]
+    Document(#[from] ProtocolError),
     #[error("the worker refused the document request: {0}")]
     Refused(String),
     #[error("the restore reached its time bound")]
@@ -49,28 +48,12 @@ pub struct Outcome {
     pub skipped: usize,
 }
 
-/// Acknowledging the worker's frames at once.
-///
-/// A Panel worker writes each Bokeh message as several websocket frames, with Nagle's
-/// algorithm on: every frame after the first waits until the previous one is acknowledged,
-/// and a receiver that delays its ACK (Linux does, by about 40 ms, when it has nothing to
-/// send back) stalls the message that long. `TCP_QUICKACK` does not stick, so it is set again
-/// after every frame read from the worker.
-pub trait QuickAck {
-    /// Re-arms immediate ACKs; the default does nothing (sockets that are not TCP).
-    fn quickack(&self) {}
-}
-
-/// A worker connection seen message by message, keeping the session's reference graph.
+/// The restore's side of a worker connection: what it sent and what came back.
 pub struct Replayer<'a, U> {
-    /// The browser's upstream socket.
-    ws: &'a mut U,
-    /// Reassembles the worker's frames into messages.
-    asm: Assembler,
+    /// The browser's worker connection, which keeps the session's reference graph.
+    stream: &'a mut WorkerStream<U>,
     /// Frames that belong to the browser (the ACK), held until the restore is done.
     pub for_browser: Vec<WsMessage>,
-    /// The session's reference graph once pulled.
-    pub graph: Option<Graph>,
     /// Counter for our own message ids.
     next_id: u64,
     /// Server PATCH-DOCs seen so far; a settle round that adds none ends the settle.
@@ -79,41 +62,11 @@ pub struct Replayer<'a, U> {
     outstanding: Vec<String>,
     /// Steps refused by the worker (ERROR replies).
     refused: usize,
-    /// Frames of the worker message being read; kept here, not on the stack, so that a read
-    /// cut short by the deadline can hand a half-read message over to the relay intact.
-    partial: Vec<WsMessage>,
     /// When waiting for the worker stops. Checked only at points where no message is half
     /// sent, so the worker never sees a torn message.
     deadline: Instant,
     /// Progress so far, reported even when the deadline cuts the restore short.
     outcome: Outcome,
-}
-
-/// What the relay takes over from a restore: the worker message it may have half read.
-pub struct Handover {
-    /// The reassembly state, mid-message if the restore stopped mid-message.
-    pub asm: Assembler,
-    /// The frames of that half-read message, still owed to the browser.
-    pub partial: Vec<WsMessage>,
-}
-
-fn to_ws(part: &Part) -> WsMessage {
-    match part {
-        Part::Text(b) => match std::str::from_utf8(b) {
-            Ok(s) => WsMessage::text(s),
-            Err(_) => WsMessage::Binary(b.clone()),
-        },
-        Part::Binary(b) => WsMessage::Binary(b.clone()),
-    }
-}
-
-/// The frame as a protocol part; `None` for control frames.
-pub fn to_part(m: &WsMessage) -> Option<Part> {
-    match m {
-        WsMessage::Text(t) => Some(Part::Text(Bytes::from(t.clone()))),
-        WsMessage::Binary(b) => Some(Part::Binary(b.clone())),
-        _ => None,
-    }
 }
 
 impl<'a, U> Replayer<'a, U>
@@ -123,17 +76,14 @@ where
         + QuickAck
         + Unpin,
 {
-    pub fn new(ws: &'a mut U, deadline: Instant) -> Self {
+    pub fn new(stream: &'a mut WorkerStream<U>, deadline: Instant) -> Self {
         Replayer {
-            ws,
-            asm: Assembler::new(Limits::default()),
+            stream,
             for_browser: Vec::new(),
-            graph: None,
             next_id: 0,
             patches: 0,
             outstanding: Vec::new(),
             refused: 0,
-            partial: Vec::new(),
             deadline,
             outcome: Outcome::default(),
         }
@@ -145,10 +95,7 @@ where
         if Instant::now() >= self.deadline {
             return Err(RestoreError::TimedOut);
         }
-        for part in &msg.parts {
-            self.ws.feed(to_ws(part)).await?;
-        }
-        self.ws.flush().await?;
+        self.stream.send_message(msg).await?;
         self.outstanding.push(msg.header.msgid.clone());
         Ok(())
     }
@@ -158,40 +105,34 @@ where
         format!("{OWN_MSGID_PREFIX}{}", self.next_id)
     }
 
-    /// Reads one whole message, updating the graph; the ACK is kept for the browser.
+    /// Reads one whole message (the stream keeps the graph current); the ACK is kept for
+    /// the browser.
     ///
     /// Stops with [`RestoreError::TimedOut`] at the deadline, possibly mid-message: the frames
-    /// read so far stay in `partial` and the assembler, for the [`Handover`].
+    /// read so far stay in the stream, which the relay goes on reading.
     async fn read(&mut self) -> Result<Message, RestoreError> {
         loop {
-            let next = tokio::time::timeout_at(self.deadline, self.ws.next());
-            let m = next
+            let next = tokio::time::timeout_at(self.deadline, self.stream.read());
+            match next
                 .await
                 .map_err(|_| RestoreError::TimedOut)?
-                .ok_or(RestoreError::Closed)??;
-            self.ws.quickack();
-            let Some(part) = to_part(&m) else {
-                if matches!(m, WsMessage::Close(_)) {
-                    return Err(RestoreError::Closed);
-                }
-                continue;
-            };
-            self.partial.push(m);
-            if let Some(msg) = self.asm.push(part)? {
-                let mut frames = std::mem::take(&mut self.partial);
-                match msg.msgtype() {
-                    "ACK" => self.for_browser.append(&mut frames),
-                    "PATCH-DOC" => {
-                        self.patches += 1;
-                        if let Some(g) = self.graph.as_mut() {
-                            if let Err(e) = g.apply_server_patch(msg.content()) {
-                                tracing::debug!(error = %e, "patch not understood during restore");
-                            }
-                        }
+                .ok_or(RestoreError::Closed)??
+            {
+                FromWorker::Message { msg, mut frames } => {
+                    match msg.msgtype() {
+                        "ACK" => self.for_browser.append(&mut frames),
+                        "PATCH-DOC" => self.patches += 1,
+                        _ => {}
                     }
-                    _ => {}
+                    return Ok(msg);
                 }
-                return Ok(msg);
+                FromWorker::Unreadable(mut frames) => {
+                    // Not ours to drop: the browser gets it as the relay would pass it on.
+                    self.for_browser.append(&mut frames);
+                    return Err(RestoreError::Unreadable);
+                }
+                FromWorker::Control(WsMessage::Close(_)) => return Err(RestoreError::Closed),
+                FromWorker::Control(_) => {}
             }
         }
     }
@@ -253,7 +194,10 @@ where
                 String::from_utf8_lossy(reply.content()).into_owned(),
             ));
         }
-        self.graph = Some(Graph::from_pull_reply(reply.content())?);
+        if self.stream.graph_mut().is_none() {
+            // The stream logged it; this says why.
+            Graph::from_pull_reply(reply.content())?;
+        }
         // Panel runs onload callbacks and releases held events on the first document_ready.
         self.request("PATCH-DOC", DOCUMENT_READY).await?;
         for entry in entries {
@@ -298,26 +242,22 @@ where
 
     fn translate(&mut self, entry: &Entry) -> Result<Message, Skip> {
         let id = self.msgid();
-        let graph = self.graph.as_mut().expect("pulled before replay");
+        let graph = self.stream.graph_mut().expect("pulled before replay");
         let msg = step_message(graph, entry, &id)?;
         // Our own change is not echoed back, so apply it to the graph as the browser would.
-        if let Err(e) = graph.apply_client_patch(msg.content()) {
+        if let Err(e) = graph.apply_patch(msg.content()) {
             tracing::debug!(error = %e, "replay step not understood by the graph");
         }
         Ok(msg)
     }
 }
 
-/// What a restore leaves for the relay.
+/// What a restore did, and what it owes the browser.
 pub struct Restored {
     /// `Ok` also when the time bound cut it short (that is logged here).
     pub result: Result<Outcome, RestoreError>,
     /// Frames owed to the browser (its ACK).
     pub for_browser: Vec<WsMessage>,
-    /// The session's reference graph, if it was pulled.
-    pub graph: Option<Graph>,
-    /// The half-read worker message, if any.
-    pub handover: Handover,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -325,8 +265,12 @@ pub struct Restored {
 /// Runs a restore with a time bound, logging one line if the bound cuts it short.
 ///
 /// The bound only ever stops the restore between messages it sends; a worker message it is
-/// reading is handed over half read, so the relay forwards it whole.
-pub async fn restore<U>(ws: &mut U, entries: &[Entry], bound: Duration) -> Restored
+/// reading stays half read in `stream`, whose next reader (the relay) finishes it.
+pub async fn restore<U>(
+    stream: &mut WorkerStream<U>,
+    entries: &[Entry],
+    bound: Duration,
+) -> Restored
 where
     U: Stream<Item = Result<WsMessage, WsError>>
         + Sink<WsMessage, Error = WsError>
@@ -334,7 +278,9 @@ where
         + Unpin,
 {
     let started = Instant::now();
-    let mut r = Replayer::new(ws, started + bound);
+    // Replies are awaited one after another here: acknowledge every frame at once.
+    stream.set_ack_every_frame(true);
+    let mut r = Replayer::new(stream, started + bound);
     let result = match r.run(entries).await {
         Ok(()) => Ok(r.outcome()),
         Err(RestoreError::TimedOut) => {
@@ -346,14 +292,11 @@ where
         }
         Err(e) => Err(e),
     };
+    let for_browser = std::mem::take(&mut r.for_browser);
+    stream.set_ack_every_frame(false);
     Restored {
         result,
-        for_browser: std::mem::take(&mut r.for_browser),
-        graph: r.graph.take(),
-        handover: Handover {
-            asm: std::mem::replace(&mut r.asm, Assembler::new(Limits::default())),
-            partial: std::mem::take(&mut r.partial),
-        },
+        for_browser,
         elapsed: started.elapsed(),
     }
 }

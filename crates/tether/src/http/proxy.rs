@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
-use crate::identity;
+use crate::auth::identity;
 
 /// The pooled HTTP/1 client used to reach workers.
 pub type UpstreamClient = Client<HttpConnector, Body>;

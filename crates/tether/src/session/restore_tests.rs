@@ -4,12 +4,15 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures_util::{Sink, Stream};
 use tokio::sync::mpsc;
 
+use super::super::wire::{to_part, to_ws};
 use super::*;
+use crate::protocol::{Assembler, MessageLimits};
 
 /// PULL-DOC-REPLY content captured from a real session.
-const PULL: &str = include_str!("protocol/fixtures/s1_pull_reply.json");
+const PULL: &str = include_str!("../protocol/fixtures/s1_pull_reply.json");
 
 /// One end of an in-memory websocket.
 struct End {
@@ -57,7 +60,7 @@ impl End {
 
     /// Reads one whole message from the other end.
     async fn read(&mut self) -> Message {
-        let mut asm = Assembler::new(Limits::default());
+        let mut asm = Assembler::new(MessageLimits::default());
         loop {
             let m = self.rx.recv().await.expect("gateway end open");
             if let Some(msg) = asm.push(to_part(&m).expect("data frame")).unwrap() {
@@ -69,7 +72,7 @@ impl End {
 
 #[tokio::test]
 async fn a_bound_hit_mid_message_hands_the_half_read_message_to_the_relay() {
-    let (mut gateway, mut worker) = pair();
+    let (gateway, mut worker) = pair();
     let fake = tokio::spawn(async move {
         worker.send_parts(&Message::build("ACK", "w1", None, "{}".into()));
         let req = worker.read().await;
@@ -81,8 +84,9 @@ async fn a_bound_hit_mid_message_hands_the_half_read_message_to_the_relay() {
         (worker, reply)
     });
     let bound = Duration::from_millis(150);
-    let restored = restore(&mut gateway, &[], bound).await;
-    let (_worker, reply) = fake.await.unwrap();
+    let mut stream = WorkerStream::new(gateway, MessageLimits::default());
+    let restored = restore(&mut stream, &[], bound).await;
+    let (worker, reply) = fake.await.unwrap();
 
     assert_eq!(restored.result.unwrap(), Outcome::default());
     assert!(restored.elapsed >= bound && restored.elapsed < bound * 10);
@@ -90,24 +94,24 @@ async fn a_bound_hit_mid_message_hands_the_half_read_message_to_the_relay() {
     let ack = restored.for_browser;
     assert_eq!(ack.len(), 3);
     assert!(ack[0].to_text().unwrap().contains("\"ACK\""));
-    // The two frames already read are owed to the browser, and the relay's assembler is
-    // expecting the third: the next frame from the worker completes the message.
-    let Handover { mut asm, partial } = restored.handover;
+    // The two frames already read are owed to the browser and stay in the stream, which
+    // the relay reads next: the next frame from the worker completes the message.
     assert_eq!(
-        partial,
-        vec![to_ws(&reply.parts[0]), to_ws(&reply.parts[1])]
+        stream.half_read(),
+        [to_ws(&reply.parts[0]), to_ws(&reply.parts[1])]
     );
-    let whole = asm
-        .push(reply.parts[2].clone())
-        .unwrap()
-        .expect("message complete");
+    worker.tx.send(to_ws(&reply.parts[2])).unwrap();
+    let Some(Ok(FromWorker::Message { msg: whole, frames })) = stream.read().await else {
+        panic!("the relay reads the rest of the message");
+    };
     assert_eq!(whole.msgtype(), "PULL-DOC-REPLY");
     assert_eq!(whole.header.reqid, reply.header.reqid);
+    assert_eq!(frames.len(), 3, "every frame of it, for the browser");
 }
 
 #[tokio::test]
 async fn a_bound_hit_between_messages_hands_over_nothing_and_sends_no_torn_message() {
-    let (mut gateway, mut worker) = pair();
+    let (gateway, mut worker) = pair();
     let fake = tokio::spawn(async move {
         worker.send_parts(&Message::build("ACK", "w1", None, "{}".into()));
         let req = worker.read().await;
@@ -124,7 +128,7 @@ async fn a_bound_hit_between_messages_hands_over_nothing_and_sends_no_torn_messa
             "{}".into(),
         ));
         // Everything the gateway sent after that must be whole messages.
-        let mut asm = Assembler::new(Limits::default());
+        let mut asm = Assembler::new(MessageLimits::default());
         let mut rest = 0;
         while let Ok(m) = worker.rx.try_recv() {
             rest += 1;
@@ -132,12 +136,13 @@ async fn a_bound_hit_between_messages_hands_over_nothing_and_sends_no_torn_messa
         }
         assert_eq!(rest % 3, 0, "a torn message reached the worker");
     });
-    let restored = restore(&mut gateway, &[], Duration::from_millis(150)).await;
+    let mut stream = WorkerStream::new(gateway, MessageLimits::default());
+    let restored = restore(&mut stream, &[], Duration::from_millis(150)).await;
     fake.await.unwrap();
     assert!(restored.result.is_ok());
     assert!(
-        restored.graph.is_some(),
+        stream.graph_mut().is_some(),
         "the document was pulled before the bound"
     );
-    assert!(restored.handover.partial.is_empty());
+    assert!(stream.half_read().is_empty());
 }

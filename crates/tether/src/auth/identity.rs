@@ -111,7 +111,7 @@ pub fn strip_from(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::auth::Secret;
 
     fn key() -> cookie::Key {
         Secret::from_bytes(&[1u8; 32]).keys().cookie

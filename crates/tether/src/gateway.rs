@@ -1,0 +1,187 @@
+//! What every request shares: the keys, the live-session registry, the worker slots, users'
+//! histories and the metrics.
+//!
+//! It sits below the HTTP layer and knows nothing of routes. Handlers borrow what they need
+//! from it; the relay of one websocket is handed only the handles it uses
+//! ([`Gateway::registry`], [`Gateway::states`], [`Gateway::metrics`]).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::metrics::{Gauges, Metrics, WorkerGauge};
+use crate::session::registry::{Context, Generations, Registry};
+use crate::state::States;
+use crate::workers::{Endpoint, Workers};
+
+/// Shared by every request.
+pub struct Gateway {
+    /// Keys for cookies, session ids and tokens.
+    keys: Keys,
+    /// Live sessions; shared with each relay, which releases its session when it ends.
+    registry: Arc<Registry>,
+    /// Where each worker slot's current process listens.
+    workers: Workers,
+    /// App names (script stems), in command-line order.
+    apps: Vec<String>,
+    /// Settings.
+    config: Config,
+    /// Users' state logs and their durable store; shared with each relay, which records.
+    states: Arc<States>,
+    /// Counters for `/.tether/metrics`; shared with each relay.
+    metrics: Arc<Metrics>,
+    /// Logs of refusals at the session limit, at most one per [`LogThrottle`] period.
+    session_refusals: LogThrottle,
+}
+
+impl Generations for Workers {
+    fn generation(&self, worker: usize) -> u64 {
+        self.endpoint(worker).generation
+    }
+}
+
+impl Gateway {
+    /// A gateway over running workers and an open state store.
+    pub fn new(
+        keys: Keys,
+        config: Config,
+        apps: Vec<String>,
+        workers: Workers,
+        states: States,
+    ) -> Gateway {
+        Gateway {
+            keys,
+            registry: Arc::new(Registry::new(config.live_ttl, config.limits.max_sessions)),
+            workers,
+            apps,
+            config,
+            states: Arc::new(states),
+            metrics: Arc::new(Metrics::default()),
+            session_refusals: LogThrottle::default(),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn states(&self) -> &Arc<States> {
+        &self.states
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The app names, in command-line order.
+    pub fn apps(&self) -> &[String] {
+        &self.apps
+    }
+
+    /// The app of this name, if the gateway serves one.
+    pub fn app(&self, name: &str) -> Option<&str> {
+        self.apps.iter().find(|a| *a == name).map(String::as_str)
+    }
+
+    pub fn endpoint(&self, worker: usize) -> Endpoint {
+        self.workers.endpoint(worker)
+    }
+
+    /// Worker slots that accept connections now.
+    pub fn workers_up(&self) -> usize {
+        self.workers.up()
+    }
+
+    /// The healthy worker with the fewest live sessions.
+    pub fn least_loaded(&self) -> usize {
+        let load = self.registry.load(self.workers.len());
+        (0..self.workers.len())
+            .filter(|&w| self.endpoint(w).port != 0)
+            .min_by_key(|&w| load[w])
+            .unwrap_or(0)
+    }
+
+    /// What the registry needs for one decision, now.
+    pub fn context(&self, has_state: bool, may_wait: bool) -> Context<'_> {
+        Context {
+            now: Instant::now(),
+            generation: &self.workers,
+            worker: self.least_loaded(),
+            has_state,
+            may_wait,
+        }
+    }
+
+    /// A new visitor was refused at `--max-sessions`: counted, and logged at most every 10 s.
+    pub fn session_refused(&self) {
+        let refused = self.metrics.session_refused();
+        if self.session_refusals.due() {
+            tracing::warn!(
+                max = self.config.limits.max_sessions,
+                refused,
+                "session limit reached; refusing new visitors until sessions expire"
+            );
+        }
+    }
+
+    /// The gauges for `/.tether/metrics`, read now.
+    pub fn gauges(&self) -> Gauges {
+        let (live_sessions, _) = self.registry.counts();
+        let load = self.registry.load(self.workers.len());
+        let workers = (0..self.workers.len())
+            .map(|w| {
+                let e = self.endpoint(w);
+                WorkerGauge {
+                    up: e.port != 0,
+                    sessions: load[w],
+                    restarts: e.generation.saturating_sub(1),
+                }
+            })
+            .collect();
+        Gauges {
+            live_sessions,
+            store: self.states.writer_stats(),
+            store_failing: self.states.refusing_writes(),
+            workers,
+        }
+    }
+}
+
+/// A connection slot. Held by the HTTP connection, and by its websocket once upgraded.
+#[derive(Clone)]
+pub struct ConnectionPermit(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
+impl ConnectionPermit {
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> ConnectionPermit {
+        ConnectionPermit(Arc::new(permit))
+    }
+}
+
+/// Least time between two log lines about refusals at a limit.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Says when a repeated event may be logged again: at most once per 10 s.
+#[derive(Default)]
+pub struct LogThrottle(std::sync::Mutex<Option<Instant>>);
+
+impl LogThrottle {
+    /// True (and the clock restarts) when the last log was long enough ago, or never.
+    pub fn due(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() > REFUSAL_LOG_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+}

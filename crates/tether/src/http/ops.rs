@@ -1,0 +1,84 @@
+//! tether's own endpoints under `/.tether/`: health for load balancers, Prometheus metrics,
+//! and forget, which clears the caller's saved state.
+
+use axum::body::Body;
+use axum::extract::State;
+use http::{header, Request, Response, StatusCode};
+
+use super::pages::redirect;
+use super::{proxy, Http};
+use crate::auth::identity;
+
+/// `/.tether/health`: 200 while a worker is ready (saying so when the store refuses writes).
+pub async fn health(State(h): State<Http>) -> Response<Body> {
+    let healthy = h.gw.workers_up();
+    if healthy > 0 && h.gw.states().refusing_writes() {
+        // Still serving: live sessions work, and changes wait in memory for the store.
+        proxy::plain(
+            StatusCode::OK,
+            "Serving, but the state store is refusing writes, so recent changes are only in memory; free disk space or fix the state store.",
+        )
+    } else if healthy > 0 {
+        proxy::plain(StatusCode::OK, "ok")
+    } else {
+        proxy::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No worker is ready yet; retry in a few seconds.",
+        )
+    }
+}
+
+/// `/.tether/metrics`, in the Prometheus text format.
+pub async fn metrics(State(h): State<Http>) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Body::from(h.gw.metrics().render(&h.gw.gauges())))
+        .expect("static response")
+}
+
+/// True when the browser says the request came from another site. `SameSite=Lax` cookies
+/// still travel on cross-site top-level navigations, so a state-changing GET must check.
+fn cross_site(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+}
+
+/// `/.tether/forget?app=NAME`: drops the caller's live sessions and saved state, then sends
+/// them back to the app (or the index) to start afresh.
+pub async fn forget(State(h): State<Http>, req: Request<Body>) -> Response<Body> {
+    if cross_site(req.headers()) {
+        return proxy::plain(
+            StatusCode::FORBIDDEN,
+            "Another site asked to forget your state, so nothing was changed; open /.tether/forget from this site.",
+        );
+    }
+    let gw = &h.gw;
+    let app = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("app="))
+        .and_then(|a| gw.app(a))
+        .map(str::to_owned);
+    if let Some(user) = identity::from_headers(req.headers(), &gw.keys().cookie) {
+        let dropped = gw.registry().forget(&user);
+        if gw.states().forget(&user).await.is_err() {
+            return proxy::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Your saved state could not be deleted because the state store refuses changes right now; try again in a minute.",
+            );
+        }
+        tracing::info!(user = %user, sessions = dropped.len(), "forgot user");
+    }
+    redirect(&app.map_or("/".to_owned(), |a| format!("/{a}")))
+}
+
+/// Any other path under `/.tether/`.
+pub async fn unknown() -> Response<Body> {
+    proxy::plain(
+        StatusCode::NOT_FOUND,
+        "No such tether endpoint; see /.tether/health or /.tether/metrics.",
+    )
+}

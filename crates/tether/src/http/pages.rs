@@ -1,0 +1,182 @@
+//! App pages, the index, and everything else a worker serves.
+//!
+//! A page chooses the user's live session or a new one and pins the worker to it; the
+//! session id goes to the worker in the query, never chosen by the client.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use super::{proxy, Http};
+use crate::auth::{identity, token, UserId};
+use crate::gateway::Gateway;
+use crate::session::registry::Page;
+
+/// How long a page waits for the user's connected session to be released by a reloading tab.
+/// A real second tab pays this once; a reload saves a whole new session.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// The first path segment, and whether anything follows it.
+pub(super) fn first_segment(path: &str) -> &str {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    trimmed.split_once('/').map_or(trimmed, |(a, _)| a)
+}
+
+/// True for a websocket upgrade request.
+pub(super) fn is_upgrade(req: &Request<Body>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// `/{app}` and `/{app}/`: a page for a GET of a served app; anything else is an asset.
+pub async fn app(
+    State(h): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let name = first_segment(req.uri().path());
+    match h.gw.app(name).map(str::to_owned) {
+        Some(app) if req.method() == Method::GET && !is_upgrade(&req) => {
+            page(&h, &app, req, peer).await
+        }
+        _ => forward_asset(&h, req, peer).await,
+    }
+}
+
+/// `/`: the only app, or a list of them.
+pub async fn index(State(h): State<Http>) -> Response<Body> {
+    let apps = h.gw.apps();
+    if apps.len() == 1 {
+        return redirect(&format!("/{}", apps[0]));
+    }
+    let items: String = apps
+        .iter()
+        .map(|a| format!("<li><a href=\"/{a}\">{a}</a></li>"))
+        .collect();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(Body::from(format!(
+            "<!doctype html><title>tether</title><h1>Apps</h1><ul>{items}</ul>"
+        )))
+        .expect("static response")
+}
+
+/// Everything that is not a page or a websocket: static files, autoload scripts, and so on.
+pub async fn asset(
+    State(h): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response<Body> {
+    forward_asset(&h, req, peer).await
+}
+
+/// Forwards a request to the least-loaded worker, without any session id a client supplied.
+pub(super) async fn forward_asset(
+    h: &Http,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let port = h.gw.endpoint(h.gw.least_loaded()).port;
+    if port == 0 {
+        return restarting();
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    // Static assets never need a session id; drop any a client supplied.
+    let (path, query) = pq
+        .split_once('?')
+        .map_or((pq.as_str(), None), |(p, q)| (p, Some(q)));
+    let query = proxy::clean_query(query, None);
+    let pq = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    proxy::forward(&h.client, req, port, &pq, peer).await
+}
+
+/// A new visitor past `--max-sessions`: refused, counted, and logged at most once per 10 s.
+fn at_session_limit(gw: &Gateway) -> Response<Body> {
+    gw.session_refused();
+    proxy::plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "This app is serving as many sessions as it may; try again in a few minutes.",
+    )
+}
+
+pub(super) fn restarting() -> Response<Body> {
+    proxy::plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The app is restarting; reload the page in a few seconds.",
+    )
+}
+
+/// An app page: choose the user's live session or a new one, and pin the worker to it.
+async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Response<Body> {
+    let gw = &h.gw;
+    let known = identity::from_headers(req.headers(), &gw.keys().cookie);
+    let user = known.unwrap_or_else(UserId::random);
+    // Another gateway sharing the store may have recorded newer changes: then no live session
+    // here is current any more, and a fresh one is restored from the newer history.
+    let synced = gw.states().sync(&user, app).await;
+    let has_state = synced.as_ref().is_some_and(|s| s.has_state);
+    if synced.as_ref().is_some_and(|s| s.changed_elsewhere) {
+        gw.registry().history_changed(&user, app);
+    }
+    // A reload reaches us before the old tab's websocket has closed; give it a moment, so the
+    // reload reattaches instead of starting (and restoring) yet another session.
+    let waited_until = Instant::now() + RELOAD_WAIT;
+    let choice = loop {
+        // Taken before asking, so a release in between is seen.
+        let mut releases = gw.registry().releases();
+        let cx = gw.context(has_state, Instant::now() < waited_until);
+        match gw.registry().page(&user, app, &cx, || {
+            token::mint_session_id(gw.keys(), user.as_str(), app)
+        }) {
+            Page::Busy => {
+                let _ = tokio::time::timeout_at(waited_until, releases.changed()).await;
+            }
+            other => break other,
+        }
+    };
+    let (session_id, worker, reattach) = match choice {
+        Page::Reattach { session_id, worker } => (session_id, worker, true),
+        Page::Fresh { session_id, worker } => (session_id, worker, false),
+        Page::Full => return at_session_limit(gw),
+        Page::Busy => unreachable!("the loop above waits out Busy"),
+    };
+    let port = gw.endpoint(worker).port;
+    if port == 0 {
+        return restarting();
+    }
+    tracing::info!(user = %user, app, reattach, restore = has_state && !reattach, "page");
+    gw.metrics().page(reattach);
+    let query = proxy::clean_query(req.uri().query(), Some(("bokeh-session-id", &session_id)));
+    let pq = format!("{}?{query}", req.uri().path());
+    let https = proxy::is_https(req.headers());
+    let mut resp = proxy::forward(&h.client, req, port, &pq, peer).await;
+    // Set on every page, not only the first: an active user's year never runs out.
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        identity::set_cookie_header(&user, &gw.keys().cookie, https),
+    );
+    resp
+}
+
+pub(super) fn redirect(to: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(
+            header::LOCATION,
+            HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/")),
+        )
+        .body(Body::empty())
+        .expect("static response")
+}

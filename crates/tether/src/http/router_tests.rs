@@ -1,0 +1,136 @@
+//! The router without sockets: requests go straight into `router(gateway)`, over a gateway
+//! whose one worker slot is restarting, so every answer is the gateway's own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::router;
+use crate::auth::Secret;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::state::States;
+use crate::workers::{Endpoint, Workers};
+
+/// A gateway serving one app, `app`, whose only worker is restarting.
+async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
+    let mut config = Config::new(Vec::new());
+    config.state_url = format!("sqlite:{}", dir.path().join("state.db").display());
+    let states = States::open(&config).await.unwrap();
+    let (_tx, rx) = watch::channel(Endpoint {
+        port: 0,
+        generation: 1,
+    });
+    let keys = Secret::from_bytes(&[3u8; 32]).keys();
+    Arc::new(Gateway::new(
+        keys,
+        config,
+        vec!["app".into()],
+        Workers::new(vec![rx]),
+        states,
+    ))
+}
+
+fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let mut req = b.body(Body::empty()).unwrap();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(peer));
+    req
+}
+
+async fn send(gw: &Arc<Gateway>, req: Request<Body>) -> (StatusCode, String, Response<()>) {
+    let resp = router(gw.clone()).oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let text = String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned();
+    (parts.status, text, Response::from_parts(parts, ()))
+}
+
+async fn get(gw: &Arc<Gateway>, uri: &str) -> (StatusCode, String, Response<()>) {
+    send(gw, request(Method::GET, uri, &[])).await
+}
+
+#[tokio::test]
+async fn tethers_own_endpoints_answer_for_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&dir).await;
+    let (status, text, _) = get(&gw, "/.tether/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("No worker is ready"), "{text}");
+    let (status, text, _) = get(&gw, "/.tether/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("tether_live_sessions 0"), "{text}");
+    assert!(text.contains("tether_worker_up{worker=\"0\"} 0"), "{text}");
+    let (status, text, _) = get(&gw, "/.tether/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(text.contains("No such tether endpoint"), "{text}");
+}
+
+#[tokio::test]
+async fn the_index_sends_to_the_only_app_and_forget_to_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&dir).await;
+    let (status, _, resp) = get(&gw, "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[header::LOCATION], "/app");
+    let (status, _, resp) = get(&gw, "/.tether/forget?app=app").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[header::LOCATION], "/app");
+    let (status, _, resp) = get(&gw, "/.tether/forget?app=other").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[header::LOCATION], "/");
+    let cross = request(
+        Method::GET,
+        "/.tether/forget?app=app",
+        &[("sec-fetch-site", "cross-site")],
+    );
+    assert_eq!(send(&gw, cross).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn only_a_get_of_an_app_makes_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&dir).await;
+    // Anything else goes to a worker as it is: here, the restarting one.
+    for (method, uri) in [
+        (Method::POST, "/app"),
+        (Method::GET, "/static/js/bokeh.min.js"),
+        (Method::GET, "/other"),
+        (Method::GET, "/app/ws"),
+    ] {
+        let (status, text, _) = send(&gw, request(method, uri, &[])).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert!(text.contains("restarting"), "{uri}: {text}");
+        assert_eq!(gw.registry().counts().0, 0, "{uri} made no session");
+    }
+    for uri in ["/app", "/app/"] {
+        let (status, text, _) = get(&gw, uri).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert!(text.contains("restarting"), "{uri}: {text}");
+    }
+    assert_eq!(gw.registry().counts().0, 2, "each page made its session");
+}
+
+#[tokio::test]
+async fn a_websocket_needs_an_identity_and_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&dir).await;
+    let upgrade = [
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+    ];
+    let (status, text, _) = send(&gw, request(Method::GET, "/app/ws", &upgrade)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(text.contains("no tether identity"), "{text}");
+}

@@ -1,0 +1,210 @@
+//! Running the gateway: start-up (apps, Python, secret, store, workers), the accept loop
+//! within the connection limit, and the drain at shutdown.
+//!
+//! `run(listener, config, ready, shutdown)` is what `main` calls; the tests run the binary.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use http::Request;
+use tokio::sync::{watch, Semaphore};
+
+use crate::auth::{Secret, SecretError};
+use crate::config::Config;
+use crate::gateway::{ConnectionPermit, Gateway, LogThrottle};
+use crate::state::{StateError, States};
+use crate::workers::{self, WorkerError, WorkerSpec, Workers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    App(String),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the gateway's listener failed; check the address and port")]
+    Io(#[source] std::io::Error),
+}
+
+fn validate_apps(apps: &[PathBuf]) -> Result<Vec<String>, ServeError> {
+    if apps.is_empty() {
+        return Err(ServeError::App(
+            "no app was given; run `tether serve app.py`".into(),
+        ));
+    }
+    let mut names: Vec<String> = Vec::new();
+    for app in apps {
+        if app.extension().and_then(|e| e.to_str()) != Some("py") {
+            return Err(ServeError::App(format!(
+                "{} is not a Python script; pass the path of a Panel or Bokeh app ending in .py",
+                app.display()
+            )));
+        }
+        if !app.is_file() {
+            return Err(ServeError::App(format!(
+                "the app {} does not exist; check the path",
+                app.display()
+            )));
+        }
+        let stem = app.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if names.iter().any(|n| n == stem) {
+            return Err(ServeError::App(format!(
+                "two apps are named {stem}; each app is served at /<file name>, so rename one"
+            )));
+        }
+        names.push(stem.to_owned());
+    }
+    Ok(names)
+}
+
+/// Runs the gateway on `listener` until `shutdown` completes, then drains and stops the
+/// workers. Awaits `ready` once the workers are up and requests are being served.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    ready: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let apps = validate_apps(&config.apps)?;
+    workers::check_panel_args(&config.panel_args)?;
+    workers::check_python(&config.python).await?;
+    let keys = Secret::load_or_create(&config.secret_file)?.keys();
+    let states = States::open(&config).await?;
+    let spec = Arc::new(WorkerSpec {
+        python: config.python.clone(),
+        apps: config.apps.clone(),
+        panel_args: config.panel_args.clone(),
+        bokeh_key: keys.bokeh.clone(),
+        // Longer than the gateway's own TTL, so a session we consider alive always is.
+        unused_session_lifetime: config.live_ttl + std::time::Duration::from_secs(60),
+        start_timeout: config.worker_start_timeout,
+    });
+    let (stop_workers, stop_rx) = watch::channel(false);
+    let mut slots = Vec::new();
+    let mut tasks = Vec::new();
+    for index in 0..config.workers.max(1) {
+        match workers::supervise(spec.clone(), index, stop_rx.clone()).await {
+            Ok((slot, task)) => {
+                slots.push(slot.endpoint);
+                tasks.push(task);
+            }
+            Err(e) => {
+                let _ = stop_workers.send(true);
+                for t in tasks {
+                    let _ = t.await;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let gateway = Arc::new(Gateway::new(
+        keys,
+        config,
+        apps,
+        Workers::new(slots),
+        states,
+    ));
+    let app = crate::http::router(gateway.clone());
+    ready.await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let served = accept_loop(listener, app, &gateway, stop_rx).await;
+    let _ = stop_workers.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    gateway.states().flush().await;
+    served.map_err(ServeError::Io)
+}
+
+/// Accepts connections until `stop`, within the configured limits; then drains: in-flight
+/// requests and open websockets (each holds a slot) get the grace period to finish.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    gw: &Arc<Gateway>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), std::io::Error> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let limits = gw.config().limits;
+    let grace = gw.config().shutdown_grace;
+    // Permits are counted in u32 by `acquire_many`, which the drain uses.
+    let max = limits.max_connections.clamp(1, u32::MAX as usize);
+    let slots = Arc::new(Semaphore::new(max));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let refusals = LogThrottle::default();
+    let mut stopping = stop.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            gw.metrics().connection_refused();
+            if refusals.due() {
+                tracing::warn!(
+                    max = limits.max_connections,
+                    "connection limit reached; refusing new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = ConnectionPermit::new(permit);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(permit.clone());
+            let app = app.clone();
+            async move {
+                use tower::ServiceExt;
+                app.oneshot(req.map(Body::new)).await
+            }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut conn_stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { let _ = conn_stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(grace, conn.as_mut()).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Every connection and websocket gives its permit back when it ends: holding them all
+    // again means the drain is complete.
+    let _ = tokio::time::timeout(grace, slots.acquire_many(max as u32)).await;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The relay of one websocket: restore the session first if it is fresh, then pass whole
+//! messages both ways, recording the browser's changes, until either side closes.
+//!
+//! Generic over the two sockets, so that it can be driven by channels in tests.
+
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::recorder::Recorder;
+use super::restore;
+use super::wire::{FromWorker, QuickAck, WorkerStream, OWN_MSGID_PREFIX};
+
+/// How often a quiet browser is pinged, so a dead one is noticed within the idle timeout.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// After closing a browser for bad input: how long, and how many bytes, to read and discard
+/// what it still sends, so that closing the socket with unread data (which sends a reset)
+/// does not destroy our close frame before the browser reads it.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 << 20;
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Either side went away, or closed normally.
+    Closed,
+    /// We closed the browser for bad input or silence, with a close frame it has yet to read.
+    ClosedByUs,
+}
+
+/// Reads and discards what the browser still sends, for a bounded time and size (see
+/// [`LINGER_TIME`]), so that our close frame reaches it before the socket is closed.
+pub async fn linger(io: &mut (impl tokio::io::AsyncRead + Unpin)) {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut scratch = vec![0u8; 16 << 10];
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, io.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
+
+/// Replays the user's history into the fresh session, then hands the browser its ACK.
+async fn restore_first<B, U>(
+    browser: &mut B,
+    worker: &mut WorkerStream<U>,
+    recorder: &Recorder,
+    bound: Duration,
+) -> Result<(), WsError>
+where
+    B: Sink<Message, Error = WsError> + Unpin,
+    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + QuickAck + Unpin,
+{
+    let entries = recorder.history();
+    recorder.restoring(entries.len());
+    let restored = restore::restore(worker, &entries, bound).await;
+    recorder.restored(&restored);
+    for frame in restored.for_browser {
+        browser.feed(frame).await?;
+    }
+    browser.flush().await
+}
+
+/// Restores first when `restore` gives the restore's time bound, then relays until either
+/// side closes.
+pub async fn run<B, U>(
+    browser: &mut B,
+    mut worker: WorkerStream<U>,
+    mut recorder: Recorder,
+    restore: Option<Duration>,
+    idle_timeout: Duration,
+) -> Ended
+where
+    B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + QuickAck + Unpin,
+{
+    if let Some(bound) = restore {
+        if let Err(e) = restore_first(browser, &mut worker, &recorder, bound).await {
+            tracing::debug!(error = %e, "browser went away during restore");
+        }
+    }
+    let mut last_heard = Instant::now();
+    let every = PING_EVERY
+        .min(idle_timeout / 3)
+        .max(Duration::from_millis(100));
+    let mut ended = Ended::Closed;
+    let mut ping = tokio::time::interval(every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = browser.next() => match msg {
+                Some(Ok(m)) => {
+                    last_heard = Instant::now();
+                    if let Err(why) = recorder.from_browser(&m, worker.graph_mut()) {
+                        tracing::info!(%why, "closing a connection that sent a bad message");
+                        close(browser, CloseCode::Protocol, "malformed Bokeh message").await;
+                        ended = Ended::ClosedByUs;
+                        break;
+                    }
+                    if is_control(&m) { continue; }
+                    if worker.send(m).await.is_err() { break; }
+                }
+                Some(Err(WsError::Capacity(e))) => {
+                    tracing::info!(error = %e, "closing a connection whose message is over the size limit");
+                    close(browser, CloseCode::Size, "message too big").await;
+                    ended = Ended::ClosedByUs;
+                    break;
+                }
+                _ => break,
+            },
+            read = worker.read() => {
+                let frames = match read {
+                    Some(Ok(FromWorker::Message { msg, frames })) => {
+                        let ours = msg
+                            .header
+                            .reqid
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with(OWN_MSGID_PREFIX));
+                        // A reply to the restore's own request, come late: not the browser's.
+                        if ours { continue; }
+                        frames
+                    }
+                    Some(Ok(FromWorker::Unreadable(frames))) => frames,
+                    Some(Ok(FromWorker::Control(m))) => {
+                        if is_control(&m) { continue; }
+                        vec![m]
+                    }
+                    _ => break,
+                };
+                let mut failed = false;
+                for f in frames {
+                    if browser.feed(f).await.is_err() { failed = true; break; }
+                }
+                if failed || browser.flush().await.is_err() { break; }
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    tracing::info!(?idle_timeout, "closing a websocket whose browser stopped answering");
+                    close(browser, CloseCode::Away, "idle").await;
+                    ended = Ended::ClosedByUs;
+                    break;
+                }
+                if browser.send(Message::Ping(Default::default())).await.is_err() { break; }
+            }
+        }
+    }
+    let _ = browser.close().await;
+    worker.close().await;
+    ended
+}
+
+async fn close<B>(browser: &mut B, code: CloseCode, reason: &'static str)
+where
+    B: Sink<Message, Error = WsError> + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = browser.send(Message::Close(Some(frame))).await;
+}
+
+/// Pings and pongs are answered by each side's own socket; closes end the loop after relaying.
+fn is_control(m: &Message) -> bool {
+    matches!(m, Message::Ping(_) | Message::Pong(_) | Message::Frame(_))
+}

@@ -1,0 +1,227 @@
+//! Panel workers: spawning `python -m panel serve` on loopback ([`spawn`]), restarting
+//! crashed ones with back-off, and publishing where each slot's current process listens.
+//! None outlives the gateway: each holds a lifeline to it (see [`spawn`]).
+
+mod spawn;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::auth::BokehKey;
+
+pub use spawn::{check_python, start, Process};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot run the Python interpreter {python}; install Python 3 with Panel or pass --python PATH")]
+    NoPython {
+        python: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Python at {python} has no Panel; install it with `{python} -m pip install -r requirements.txt` or pass --python PATH")]
+    NoPanel { python: PathBuf },
+    #[error("{0}; fix the app and start tether again")]
+    App(String),
+    #[error("the panel worker exited during start-up ({status}); its last output was:\n{tail}")]
+    Exited { status: String, tail: String },
+    #[error("the panel worker did not become ready within {0:?}; pass a longer start-up time or check the app")]
+    Timeout(Duration),
+    #[error("cannot find a free loopback port for a worker")]
+    Port(#[source] std::io::Error),
+    #[error("`panel serve {flag}` after `--` conflicts with tether; {instead}")]
+    OwnFlag {
+        flag: &'static str,
+        instead: &'static str,
+    },
+}
+
+/// `panel serve` options that tether sets on its workers itself, and what to do instead.
+const OWN_FLAGS: &[(&str, &str)] = &[
+    ("--port", "use tether's own --port"),
+    ("--address", "use tether's own --address"),
+    (
+        "--allow-websocket-origin",
+        "browsers connect to tether, which checks the origin itself",
+    ),
+    ("--session-ids", "tether signs every session id itself"),
+    ("--unused-session-lifetime", "use tether's --live-ttl"),
+    ("--check-unused-sessions", "use tether's --live-ttl"),
+    ("--num-procs", "use tether's --workers"),
+    (
+        "--unix-socket",
+        "tether reaches its workers on loopback ports",
+    ),
+    ("--ssl-certfile", "terminate TLS in front of tether"),
+    ("--ssl-keyfile", "terminate TLS in front of tether"),
+    (
+        "--prefix",
+        "serve tether under a prefix from the proxy in front of it",
+    ),
+];
+
+/// Refuses `panel serve` arguments that would undo what tether sets on its workers (its
+/// ports, signed session ids, session lifetime), which would break reattach or ownership.
+pub fn check_panel_args(args: &[String]) -> Result<(), WorkerError> {
+    // `--args` hands everything after it to the app's own sys.argv.
+    for arg in args.iter().take_while(|a| *a != "--args") {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
+        if let Some(&(flag, instead)) = OWN_FLAGS.iter().find(|(f, _)| *f == name) {
+            return Err(WorkerError::OwnFlag { flag, instead });
+        }
+    }
+    Ok(())
+}
+
+/// Everything needed to start a worker, fixed for the gateway's lifetime.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// Interpreter with Panel installed.
+    pub python: PathBuf,
+    /// App scripts, served at `/<stem>`.
+    pub apps: Vec<PathBuf>,
+    /// Extra `panel serve` arguments from after `--`.
+    pub panel_args: Vec<String>,
+    /// Signs session ids; given to the worker through its environment only.
+    pub bokeh_key: BokehKey,
+    /// How long the worker keeps a session with no connection; at least `--live-ttl`.
+    pub unused_session_lifetime: Duration,
+    /// How long start-up may take before we give up.
+    pub start_timeout: Duration,
+}
+
+/// What the rest of the gateway sees of one worker slot: where it is and which incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Loopback port of the current process; 0 while restarting.
+    pub port: u16,
+    /// Bumped on every restart: sessions of an older generation are gone.
+    pub generation: u64,
+}
+
+/// Where each worker slot's current process listens, as the rest of the gateway reads it.
+#[derive(Clone, Default)]
+pub struct Workers(Vec<watch::Receiver<Endpoint>>);
+
+impl Workers {
+    /// The slots' endpoints, in slot order.
+    pub fn new(slots: Vec<watch::Receiver<Endpoint>>) -> Workers {
+        Workers(slots)
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Slot `worker`'s current endpoint; a slot that does not exist reads as restarting.
+    pub fn endpoint(&self, worker: usize) -> Endpoint {
+        self.0.get(worker).map_or(
+            Endpoint {
+                port: 0,
+                generation: 0,
+            },
+            |slot| *slot.borrow(),
+        )
+    }
+
+    /// Slots whose process accepts connections now.
+    pub fn up(&self) -> usize {
+        (0..self.len())
+            .filter(|&w| self.endpoint(w).port != 0)
+            .count()
+    }
+}
+
+/// Keeps one worker slot running: restarts a crashed worker with back-off.
+pub struct Slot {
+    /// Current endpoint, watched by the proxy and the registry.
+    pub endpoint: watch::Receiver<Endpoint>,
+}
+
+/// Starts a supervised worker; the first start's error is returned, later crashes are restarted.
+pub async fn supervise(
+    spec: Arc<WorkerSpec>,
+    index: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(Slot, tokio::task::JoinHandle<()>), WorkerError> {
+    let first = start(&spec, index).await?;
+    let (tx, rx) = watch::channel(Endpoint {
+        port: first.port,
+        generation: 1,
+    });
+    let task = tokio::spawn(async move {
+        let mut process = first;
+        let mut generation = 1;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                status = process.wait() => {
+                    if *shutdown.borrow() { return; }
+                    tracing::warn!(worker = index, %status, "worker exited; restarting");
+                    // Its sessions are gone now, not when the replacement is ready: their users
+                    // are placed on a healthy worker and restored there meanwhile.
+                    generation += 1;
+                    tx.send_replace(Endpoint { port: 0, generation });
+                }
+                _ = shutdown.changed() => {
+                    process.kill().await;
+                    return;
+                }
+            }
+            loop {
+                tokio::time::sleep(backoff).await;
+                if *shutdown.borrow() {
+                    return;
+                }
+                match start(&spec, index).await {
+                    Ok(p) => {
+                        process = p;
+                        backoff = Duration::from_millis(200);
+                        tx.send_replace(Endpoint {
+                            port: process.port,
+                            generation,
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "worker restart failed");
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
+    });
+    Ok((Slot { endpoint: rx }, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn panel_args_that_undo_tethers_own_are_refused_with_what_to_do() {
+        assert!(check_panel_args(&args(&["--autoreload", "--static-dirs", "a=./a"])).is_ok());
+        let err = check_panel_args(&args(&["--dev", "--num-procs", "4"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`panel serve --num-procs` after `--` conflicts with tether; use tether's --workers"
+        );
+        let err = check_panel_args(&args(&["--session-ids=unsigned"])).unwrap_err();
+        assert!(err.to_string().contains("--session-ids"), "{err}");
+        // The app's own arguments are its business.
+        assert!(check_panel_args(&args(&["--args", "--port", "1"])).is_ok());
+    }
+}
