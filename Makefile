@@ -7,7 +7,7 @@ VENV   := .venv
 VPY    := $(VENV)/bin/python
 export TETHER_PYTHON := $(abspath $(VPY))
 
-.PHONY: all build venv system-deps demo test e2e bench clean
+.PHONY: all build venv system-deps demo lint test e2e bench clean
 
 all: build
 
@@ -37,7 +37,12 @@ system-deps:
 demo: venv build
 	./target/debug/tether serve examples/catalog.py --port $${PORT:-5006}
 
-test: venv system-deps
+# Formatting and every clippy warning fail the build, tests included.
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: venv system-deps lint
 	cargo test --workspace --no-fail-fast
 	$(MAKE) e2e
 

@@ -3,7 +3,7 @@
 //! The input is a sequence of websocket frames, each `tag, len (u16 LE), payload` (the
 //! last one may be short). Tag bit 0 set means a binary frame, else text; bit 1 set
 //! means the frame comes from the browser, else from the worker. Each direction has its
-//! own `Assembler`, as in `tap.rs`. Whole messages are handled like the bridge does:
+//! own `Assembler`, as in `session/recorder.rs`. Whole messages are handled like the relay does:
 //! a worker's PULL-DOC-REPLY builds the graph and its PATCH-DOCs update it; a browser's
 //! PATCH-DOC is recorded under the default policy, and every recorded entry is replayed
 //! (`step_patch`) into a second graph that saw the same worker messages, the way a
@@ -48,7 +48,7 @@ fn frames(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
-/// One connection as the bridge sees it.
+/// One connection as the relay sees it.
 struct Session {
     /// Frames from the worker.
     worker: Assembler,

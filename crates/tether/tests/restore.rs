@@ -247,7 +247,7 @@ async fn a_crashed_worker_loses_nothing() {
     // Health turns good again once the replacement worker is ready.
     tether.wait_healthy(Duration::from_secs(60)).await;
     assert_ne!(tether.workers(), workers, "a new worker process");
-    // Trap 2: the tab reconnects with its old token; the session is gone from the worker,
+    // The tab reconnects with its old token; the session is gone from the worker,
     // so the gateway restores it instead of serving an empty document.
     let tab = Tab::connect(&tether.base, "plain_bokeh", &old_token, b.cookie.as_deref())
         .await

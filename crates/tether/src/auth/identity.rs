@@ -88,7 +88,7 @@ pub fn set_cookie_header(user: &UserId, key: &cookie::Key, secure: bool) -> Head
 /// Removes the identity cookie from forwarded headers, keeping every other cookie.
 ///
 /// Workers copy request cookies into the session token, which sits in the page's JavaScript,
-/// so the identity must never reach them (DESIGN.md, trap 3).
+/// so the identity must never reach them: `HttpOnly` would mean nothing.
 pub fn strip_from(headers: &mut HeaderMap) {
     let kept: Vec<String> = headers
         .get_all(COOKIE)

@@ -138,7 +138,8 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
             "The app is restarting; reload the page in a few seconds.",
         );
     }
-    // Trap 1: the page may carry a token minted long ago. We checked it; the worker gets a fresh one.
+    // The page may carry a token minted long ago, which the worker would refuse as expired
+    // (bokeh#14416). We checked it; the worker gets a fresh one.
     let config = gw.config();
     let expiry = SystemClock.now_millis() / 1000 + config.token_lifetime.as_secs() as i64;
     let fresh = tok.refreshed(keys, expiry);

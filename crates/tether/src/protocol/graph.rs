@@ -59,7 +59,7 @@ pub struct Graph {
     /// Models reachable at the last recomputation, to decide when to drop the rest.
     reachable: usize,
     /// Models and references visited by path recomputations so far: the cost a caller
-    /// may bound ([`crate::record::record`] does, so one patch cannot make it quadratic).
+    /// may bound (the recorder does, so one patch cannot make it quadratic).
     work: u64,
 }
 
@@ -95,8 +95,8 @@ impl Graph {
     }
 
     /// Apply a PATCH-DOC from either side: the worker's, or a browser's (which can replace
-    /// references too, and is not echoed back). [`crate::record::record`] applies the
-    /// browser patches it records itself.
+    /// references too, and is not echoed back). The recorder applies the browser patches
+    /// it records itself, event by event.
     pub fn apply_patch(&mut self, content: &[u8]) -> Result<(), ProtocolError> {
         self.apply_events(&parse_patch(content)?)
     }

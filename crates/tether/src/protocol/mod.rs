@@ -9,9 +9,6 @@ pub mod frame;
 pub mod graph;
 mod walk;
 
-#[cfg(test)]
-mod fuzz_regressions;
-
 pub use event::{build_patch, parse_patch, BokehEvent, Event};
 pub use frame::{Assembler, Header, Message, MessageLimits, Part};
 pub use graph::{Graph, ModelAt};

@@ -198,5 +198,8 @@ pub fn record(
 }
 
 #[cfg(test)]
+mod fuzz_regressions;
+
+#[cfg(test)]
 #[path = "record_tests.rs"]
 mod tests;

@@ -9,7 +9,7 @@ const S2_PULL: &str = include_str!("../protocol/fixtures/s2_pull_reply.json");
 const S1_CLIENT: &str = include_str!("../protocol/fixtures/s1_client_patches.jsonl");
 const S1_SERVER: &str = include_str!("../protocol/fixtures/s1_server_patches.jsonl");
 
-/// Replays session 1 as the bridge sees it: browser patches recorded in order, the
+/// Replays session 1 as the relay sees it: browser patches recorded in order, the
 /// server's plot patch applied right after the click that caused it.
 fn record_session_one(policy: &Policy) -> (Graph, Vec<(String, Vec<Entry>)>) {
     let mut graph = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();

@@ -9,6 +9,10 @@
 //!
 //! rusqlite is blocking: each call runs on Tokio's blocking pool holding the one
 //! connection's mutex, so SQLite work never stalls the async workers.
+//!
+//! One file of about 450 lines on purpose: opening (or read-only fallback), the schema and
+//! its migration, expiry on two clocks and the trait's statements all share the one
+//! connection and the same error classification.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,8 @@
 //! The durability window: coalesces snapshots per key and writes them in batches.
 //!
+//! About 440 lines, most of them the documentation of one task and its shared map; split,
+//! the window, the bound and the retries would each lose the invariant they share.
+//!
 //! `submit` never blocks and never waits for I/O: it replaces the key's pending
 //! snapshot in a shared map (last wins) and wakes the writer task. The first snapshot
 //! into an empty map opens a window; when it elapses (default 50 ms) everything pending

@@ -4,8 +4,8 @@
 use crate::protocol::{Assembler, Graph, MessageLimits, Part, ProtocolError};
 use crate::record::{record, step_patch, Policy, MAX_RECORD_WORK};
 
-const S1_PULL: &str = include_str!("fixtures/s1_pull_reply.json");
-const S1_CLIENT: &str = include_str!("fixtures/s1_client_patches.jsonl");
+const S1_PULL: &str = include_str!("../protocol/fixtures/s1_pull_reply.json");
+const S1_CLIENT: &str = include_str!("../protocol/fixtures/s1_client_patches.jsonl");
 
 /// A PATCH-DOC that adds a root with `n` `Div`s, then points each Div's `tags` at the
 /// first one: every event moves references, so each lookup needs fresh paths.
