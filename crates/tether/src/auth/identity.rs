@@ -5,7 +5,7 @@ use std::fmt;
 use cookie::{Cookie, CookieJar, SameSite};
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
-use rand::RngCore;
+use rand::TryRng;
 
 /// Name of the identity cookie.
 pub const COOKIE_NAME: &str = "tether_id";
@@ -17,7 +17,9 @@ pub struct UserId(String);
 impl UserId {
     pub fn random() -> UserId {
         let mut raw = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut raw)
+            .expect("the operating system's random number generator works");
         UserId(hex::encode(raw))
     }
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
-use rand::RngCore;
+use rand::TryRng;
 use sha2::Sha256;
 
 /// Raw secret bytes. `Debug` is masked so the secret never reaches a log.
@@ -70,7 +70,9 @@ impl Secret {
             std::fs::create_dir_all(dir).map_err(create_err)?;
         }
         let mut raw = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut raw)
+            .expect("the operating system's random number generator works");
         let text = hex::encode(raw);
         let file = std::fs::OpenOptions::new()
             .write(true)

@@ -7,8 +7,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use rand::distr::Alphanumeric;
+use rand::RngExt;
 use sha2::Sha256;
 
 use super::secret::Keys;
@@ -56,7 +56,7 @@ fn owner_mac(keys: &Keys, user: &str, app: &str, nonce: &str) -> String {
 
 /// Mints a signed Bokeh session id whose base also proves which (user, app) it belongs to.
 pub fn mint_session_id(keys: &Keys, user: &str, app: &str) -> String {
-    let nonce: String = rand::thread_rng()
+    let nonce: String = rand::rng()
         .sample_iter(&Alphanumeric)
         .take(NONCE_LEN)
         .map(char::from)
