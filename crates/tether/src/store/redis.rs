@@ -51,15 +51,15 @@ impl RedisStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|source| StoreError::RedisUrl { source })?;
         let info = client.get_connection_info();
-        let addr: Arc<str> = format!("{}/{}", info.addr, info.redis.db).into();
+        let addr: Arc<str> = format!("{}/{}", info.addr(), info.redis_settings().db()).into();
         // Commands wait for an ongoing reconnect, so keep it short: while Redis is down
         // a page load fails over to "no saved state" within about a second, and the
         // Writer, not the connection, owns the long-running retries.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(1)
-            .set_max_delay(500);
+            .set_max_delay(Duration::from_millis(500));
         let connect_error = |source| StoreError::RedisConnect {
             addr: addr.to_string(),
             source,
