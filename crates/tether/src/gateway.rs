@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::metrics::{Gauges, Metrics, WorkerGauge};
 use crate::session::registry::{Context, Generations, Registry};
 use crate::state::States;
-use crate::workers::{Endpoint, Workers};
+use crate::workers::{Endpoint, Versions, Workers};
 
 /// Shared by every request.
 pub struct Gateway {
@@ -34,6 +34,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Logs of refusals at the session limit, at most one per [`LogThrottle`] period.
     session_refusals: LogThrottle,
+    /// The Panel and Bokeh the workers run, which decide how a restore orders its steps.
+    versions: Versions,
 }
 
 impl Generations for Workers {
@@ -50,6 +52,7 @@ impl Gateway {
         apps: Vec<String>,
         workers: Workers,
         states: States,
+        versions: Versions,
     ) -> Gateway {
         Gateway {
             keys,
@@ -60,7 +63,13 @@ impl Gateway {
             states: Arc::new(states),
             metrics: Arc::new(Metrics::default()),
             session_refusals: LogThrottle::default(),
+            versions,
         }
+    }
+
+    /// The Panel and Bokeh the workers run.
+    pub fn versions(&self) -> Versions {
+        self.versions
     }
 
     pub fn keys(&self) -> &Keys {

@@ -7,6 +7,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::record::SkipReason;
 use crate::store::WriterStats;
 
 /// Monotonic counters, plus the one gauge the relay keeps itself (connected tabs).
@@ -22,8 +23,10 @@ pub struct Metrics {
     restores: AtomicU64,
     /// Replay steps applied, over all restores.
     steps_applied: AtomicU64,
-    /// Replay steps skipped because the app changed.
+    /// Replay steps not applied where the user applied them, in all.
     steps_skipped: AtomicU64,
+    /// The same, by reason, in [`SkipReason::ALL`] order.
+    steps_skipped_by: [AtomicU64; SkipReason::ALL.len()],
     /// Changes recorded into state logs.
     changes_recorded: AtomicU64,
     /// Client connections refused because the connection limit was reached.
@@ -112,11 +115,15 @@ impl Metrics {
         self.tabs.fetch_sub(1, Relaxed);
     }
 
-    /// A restore ran, applying and skipping so many steps (both 0 when it failed).
-    pub fn restored(&self, applied: usize, skipped: usize) {
+    /// A restore ran, applying so many steps and skipping so many for each reason (in
+    /// [`SkipReason::ALL`] order; all 0 when it failed).
+    pub fn restored(&self, applied: usize, skipped: &[usize; SkipReason::ALL.len()]) {
         self.restores.fetch_add(1, Relaxed);
         self.steps_applied.fetch_add(applied as u64, Relaxed);
-        self.steps_skipped.fetch_add(skipped as u64, Relaxed);
+        for (counter, n) in self.steps_skipped_by.iter().zip(skipped) {
+            counter.fetch_add(*n as u64, Relaxed);
+            self.steps_skipped.fetch_add(*n as u64, Relaxed);
+        }
     }
 
     /// Changes were recorded into a state log.
@@ -177,8 +184,19 @@ impl Metrics {
         m.one(
             "restore_steps_skipped_total",
             "counter",
-            "Replay steps skipped because the app changed.",
+            "Replay steps not applied where the user applied them.",
             count(&self.steps_skipped),
+        );
+        m.family(
+            "restore_steps_skipped_by_reason_total",
+            "counter",
+            "Replay steps not applied, by reason: no_model and type_differs (the app changed), ref_unresolved, refused (the worker said ERROR), replaced (the target was replaced after the step).",
+            SkipReason::ALL.iter().map(|r| {
+                (
+                    format!("reason=\"{}\"", r.as_str()),
+                    count(&self.steps_skipped_by[r.index()]),
+                )
+            }),
         );
         m.one(
             "changes_recorded_total",

@@ -74,7 +74,12 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let apps = validate_apps(&config.apps)?;
     workers::check_panel_args(&config.panel_args)?;
-    workers::check_python(&config.python).await?;
+    let versions = workers::check_python(&config.python).await?;
+    tracing::info!(
+        panel = %versions.panel.map_or("unknown".into(), |v| v.to_string()),
+        bokeh = %versions.bokeh.map_or("unknown".into(), |v| v.to_string()),
+        "workers run"
+    );
     let keys = Secret::load_or_create(&config.secret_file)?.keys();
     let states = States::open(&config).await?;
     let spec = Arc::new(WorkerSpec {
@@ -110,6 +115,7 @@ pub async fn run(
         apps,
         Workers::new(slots),
         states,
+        versions,
     ));
     let app = crate::http::router(gateway.clone());
     ready.await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::auth::UserId;
 use crate::config::Config;
-use crate::record::{Entry, Log, LogLimits, Policy, PolicyError};
+use crate::record::{Log, LogLimits, Policy, PolicyError, Step};
 use crate::store::{self, Clock, StateKey, Store, StoreError, SystemClock, Writer, WriterHandle};
 
 /// Most logs kept in memory; beyond it, logs no tab is using are dropped (they are saved).
@@ -55,9 +55,9 @@ impl History {
         self.lock().log.is_empty()
     }
 
-    /// The recorded steps, oldest first, as they are now.
-    pub fn entries(&self) -> Vec<Entry> {
-        self.lock().log.entries().cloned().collect()
+    /// The recorded steps with their effects, oldest first, as they are now.
+    pub fn steps(&self) -> Vec<Step> {
+        self.lock().log.steps().cloned().collect()
     }
 }
 
@@ -215,15 +215,43 @@ impl States {
         })
     }
 
-    /// Appends entries to a history and schedules its snapshot for writing.
-    pub fn record(&self, user: &UserId, app: &str, log: &History, entries: Vec<Entry>) {
-        if entries.is_empty() {
-            return;
+    /// Appends steps to a history and schedules its snapshot for writing. Returns the
+    /// sequence numbers of the steps kept, for [`States::add_effects`].
+    pub fn record(&self, user: &UserId, app: &str, log: &History, steps: Vec<Step>) -> Vec<u64> {
+        if steps.is_empty() {
+            return Vec::new();
         }
+        let mut seqs = Vec::with_capacity(steps.len());
         let snapshot = {
             let mut held = log.lock();
-            for e in entries {
-                held.log.push(e);
+            for step in steps {
+                seqs.extend(held.log.push_step(step).0);
+            }
+            held.stamp = now_ms().max(held.stamp + 1);
+            encode(&held)
+        };
+        self.writer
+            .submit(StateKey::new(user.as_str(), app), snapshot);
+        seqs
+    }
+
+    /// Adds effects to recorded steps; the snapshot is written again only if they changed.
+    pub fn add_effects(
+        &self,
+        user: &UserId,
+        app: &str,
+        log: &History,
+        seqs: &[u64],
+        slots: &[String],
+    ) {
+        let snapshot = {
+            let mut held = log.lock();
+            let mut changed = false;
+            for &seq in seqs {
+                changed |= held.log.add_effects(seq, slots);
+            }
+            if !changed {
+                return;
             }
             held.stamp = now_ms().max(held.stamp + 1);
             encode(&held)

@@ -34,6 +34,7 @@ async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
         vec!["app".into()],
         Workers::new(vec![rx]),
         states,
+        Default::default(),
     ))
 }
 

@@ -21,6 +21,7 @@ use crate::auth::{identity, token};
 use crate::gateway::ConnectionPermit;
 use crate::session::recorder::{Handles, Recorder};
 use crate::session::relay::{self, Ended};
+use crate::session::restore::Plan;
 use crate::session::wire::{QuickAck, WorkerStream};
 use crate::store::{Clock, SystemClock};
 
@@ -169,7 +170,10 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     // The connection's slot stays taken while the websocket lives.
     let permit = req.extensions_mut().remove::<ConnectionPermit>();
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let restore = (attach.restore && log.is_some()).then_some(config.replay_timeout);
+    let restore = (attach.restore && log.is_some()).then_some(Plan {
+        bound: config.replay_timeout,
+        events_wait_for_changes: !gw.versions().queues_events_behind_changes(),
+    });
     let handles = Handles {
         states: gw.states().clone(),
         registry: gw.registry().clone(),

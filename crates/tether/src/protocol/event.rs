@@ -244,31 +244,48 @@ pub fn build_patch(events: &[Event<'_>]) -> String {
         if i > 0 {
             out.push(',');
         }
-        let typed = match event {
-            Event::ModelChanged { model, attr, new } => Out::ModelChanged {
-                model: Ref { id: model },
-                attr,
-                new,
-            },
-            Event::MessageSent { msg_type, msg_data } => Out::MessageSent { msg_type, msg_data },
-            Event::RootAdded { model } => Out::RootAdded { model },
-            Event::RootRemoved { model } => Out::RootRemoved {
-                model: Ref { id: model },
-            },
-            Event::TitleChanged { title } => Out::TitleChanged { title },
-            Event::ColumnDataChanged { raw, .. }
-            | Event::ColumnsStreamed { raw, .. }
-            | Event::ColumnsPatched { raw, .. }
-            | Event::Other { raw, .. } => {
-                out.push_str(raw.get());
-                continue;
-            }
-        };
-        // Serialising strings and already-valid raw JSON cannot fail.
-        out.push_str(&serde_json::to_string(&typed).unwrap_or_default());
+        write_event(event, &mut out);
     }
     out.push_str("]}");
     out
+}
+
+/// PATCH-DOC content made of events already written as JSON (by [`event_json`]).
+pub fn patch_of(events: &[String]) -> String {
+    format!("{{\"events\":[{}]}}", events.join(","))
+}
+
+/// One event as PATCH-DOC JSON, in BokehJS's key order.
+pub fn event_json(event: &Event<'_>) -> String {
+    let mut out = String::new();
+    write_event(event, &mut out);
+    out
+}
+
+/// [`event_json`] into a buffer.
+fn write_event(event: &Event<'_>, out: &mut String) {
+    let typed = match event {
+        Event::ModelChanged { model, attr, new } => Out::ModelChanged {
+            model: Ref { id: model },
+            attr,
+            new,
+        },
+        Event::MessageSent { msg_type, msg_data } => Out::MessageSent { msg_type, msg_data },
+        Event::RootAdded { model } => Out::RootAdded { model },
+        Event::RootRemoved { model } => Out::RootRemoved {
+            model: Ref { id: model },
+        },
+        Event::TitleChanged { title } => Out::TitleChanged { title },
+        Event::ColumnDataChanged { raw, .. }
+        | Event::ColumnsStreamed { raw, .. }
+        | Event::ColumnsPatched { raw, .. }
+        | Event::Other { raw, .. } => {
+            out.push_str(raw.get());
+            return;
+        }
+    };
+    // Serialising strings and already-valid raw JSON cannot fail.
+    out.push_str(&serde_json::to_string(&typed).unwrap_or_default());
 }
 
 #[cfg(test)]

@@ -18,6 +18,16 @@ use super::event::{parse_patch, Event};
 use super::walk::{escape_segment, members, ref_id, Def, Edge, Walk};
 use super::ProtocolError;
 
+/// The slot of attribute `attr` on the model at `path`: `path/attr`, the attribute escaped
+/// as a path segment.
+pub fn slot(path: &str, attr: &str) -> String {
+    let mut out = String::with_capacity(path.len() + attr.len() + 1);
+    out.push_str(path);
+    out.push('/');
+    escape_segment(attr, &mut out);
+    out
+}
+
 /// Where a model is: its id in this session, its path and its type name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelAt {

@@ -9,9 +9,9 @@ pub mod frame;
 pub mod graph;
 mod walk;
 
-pub use event::{build_patch, parse_patch, BokehEvent, Event};
+pub use event::{build_patch, event_json, parse_patch, patch_of, BokehEvent, Event};
 pub use frame::{Assembler, Header, Message, MessageLimits, Part};
-pub use graph::{Graph, ModelAt};
+pub use graph::{slot, Graph, ModelAt};
 
 /// Something a peer (browser or worker) sent that does not follow the Bokeh protocol.
 ///

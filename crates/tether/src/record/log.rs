@@ -9,11 +9,18 @@
 //! push goes over, the **oldest** entries are dropped (and counted in `dropped`), so the
 //! user's newest choices survive. An entry that alone is larger than `max_bytes` is not
 //! kept at all, and leaves the log as it was (counted in `dropped` too).
+//!
+//! Effects: each entry may carry what the worker changed in response to it (see
+//! [`super::causal`]), which the restore uses to order its steps. Entries of version 1 logs,
+//! written before effects were recorded, have them unknown (`None`). Entries get a sequence
+//! number when pushed, so effects arriving later find their entry even after compaction has
+//! moved others.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use super::causal;
 use super::Entry;
 
 /// Bounds of one log.
@@ -42,18 +49,32 @@ pub enum LogError {
     #[error("stored state log is not valid JSON")]
     Json(#[from] serde_json::Error),
     /// Written by a newer tether.
-    #[error("stored state log has version {0}; this tether reads version {VERSION}")]
+    #[error("stored state log has version {0}; this tether reads versions 1 to {VERSION}")]
     Version(u32),
 }
 
-/// Version of the persisted form.
-const VERSION: u32 = 1;
+/// Version of the persisted form: 2 added each entry's `effects`.
+const VERSION: u32 = 2;
 
-/// One entry and its serialised size.
+/// One recorded step as the restore replays it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// What the user did.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// What the worker changed in response, as attribute slots (`path/attr`); `None` when
+    /// unknown (written before effects were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects: Option<Vec<String>>,
+}
+
+/// One step, its sequence number and its serialised size.
 #[derive(Debug, Clone)]
 struct Sized {
-    /// The entry.
-    entry: Entry,
+    /// The step.
+    step: Step,
+    /// Given at push, unique within the log.
+    seq: u64,
     /// Bytes of its JSON, counted against `max_bytes`.
     bytes: usize,
 }
@@ -69,6 +90,8 @@ pub struct Log {
     bytes: usize,
     /// Entries lost to the bound since the log was created, for metrics and the user.
     dropped: u64,
+    /// The next entry's sequence number.
+    next_seq: u64,
 }
 
 /// The persisted form.
@@ -80,7 +103,7 @@ struct Stored<'a> {
     #[serde(default)]
     dropped: u64,
     /// Entries, oldest first.
-    entries: std::borrow::Cow<'a, [Entry]>,
+    entries: std::borrow::Cow<'a, [Step]>,
 }
 
 impl Log {
@@ -91,19 +114,31 @@ impl Log {
             entries: VecDeque::new(),
             bytes: 0,
             dropped: 0,
+            next_seq: 0,
         }
     }
 
-    /// Append an entry, compacting and bounding. Returns how many entries the bound
-    /// dropped (0 normally).
+    /// Append an entry whose effects are unknown, compacting and bounding. Returns how many
+    /// entries the bound dropped (0 normally).
     pub fn push(&mut self, entry: Entry) -> usize {
-        let bytes = serde_json::to_vec(&entry)
+        self.push_step(Step {
+            entry,
+            effects: None,
+        })
+        .1
+    }
+
+    /// Append a step, compacting and bounding. Returns its sequence number (`None` when it
+    /// alone is over the bound and was not kept) and how many entries the bound dropped.
+    pub fn push_step(&mut self, step: Step) -> (Option<u64>, usize) {
+        let bytes = serde_json::to_vec(&step)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
         if bytes > self.limits.max_bytes || self.limits.max_entries == 0 {
             self.dropped += 1;
-            return 1;
+            return (None, 1);
         }
+        let entry = &step.entry;
         if let Entry::Change {
             path,
             type_name,
@@ -111,7 +146,7 @@ impl Log {
             ..
         } = &entry
         {
-            let earlier = self.entries.iter().rposition(|s| match &s.entry {
+            let earlier = self.entries.iter().rposition(|s| match &s.step.entry {
                 Entry::Event { .. } => true,
                 Entry::Change {
                     path: p,
@@ -121,14 +156,16 @@ impl Log {
                 } => p == path && t == type_name && a == attr,
             });
             if let Some(i) =
-                earlier.filter(|i| matches!(self.entries[*i].entry, Entry::Change { .. }))
+                earlier.filter(|i| matches!(self.entries[*i].step.entry, Entry::Change { .. }))
             {
                 if let Some(old) = self.entries.remove(i) {
                     self.bytes -= old.bytes;
                 }
             }
         }
-        self.entries.push_back(Sized { entry, bytes });
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.push_back(Sized { step, seq, bytes });
         self.bytes += bytes;
         let mut evicted = 0;
         while self.entries.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes {
@@ -139,12 +176,36 @@ impl Log {
             evicted += 1;
         }
         self.dropped += evicted as u64;
-        evicted
+        let kept = self.entries.back().filter(|s| s.seq == seq).map(|s| s.seq);
+        (kept, evicted)
+    }
+
+    /// Adds effects to the step pushed as `seq`, if it is still in the log. Returns whether
+    /// anything changed (new slots, or the entry's effects were unknown).
+    pub fn add_effects(&mut self, seq: u64, slots: &[String]) -> bool {
+        let Some(s) = self.entries.iter_mut().rev().find(|s| s.seq == seq) else {
+            return false;
+        };
+        let effects = s.step.effects.get_or_insert_with(Vec::new);
+        if !causal::merge(effects, slots) {
+            return false;
+        }
+        let bytes = serde_json::to_vec(&s.step)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        self.bytes = self.bytes - s.bytes + bytes;
+        s.bytes = bytes;
+        true
     }
 
     /// The entries, oldest first.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = &Entry> + '_ {
-        self.entries.iter().map(|s| &s.entry)
+        self.entries.iter().map(|s| &s.step.entry)
+    }
+
+    /// The steps (entries with their effects), oldest first.
+    pub fn steps(&self) -> impl ExactSizeIterator<Item = &Step> + '_ {
+        self.entries.iter().map(|s| &s.step)
     }
 
     /// Number of entries.
@@ -172,9 +233,9 @@ impl Log {
         self.limits
     }
 
-    /// The persisted form: `{"version":1,"dropped":N,"entries":[...]}`.
+    /// The persisted form: `{"version":2,"dropped":N,"entries":[...]}`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let entries: Vec<Entry> = self.entries().cloned().collect();
+        let entries: Vec<Step> = self.steps().cloned().collect();
         let stored = Stored {
             version: VERSION,
             dropped: self.dropped,
@@ -187,12 +248,12 @@ impl Log {
     /// Read a persisted log, applying `limits` (a smaller bound drops the oldest).
     pub fn from_bytes(bytes: &[u8], limits: LogLimits) -> Result<Log, LogError> {
         let stored: Stored<'static> = serde_json::from_slice(bytes)?;
-        if stored.version != VERSION {
+        if !(1..=VERSION).contains(&stored.version) {
             return Err(LogError::Version(stored.version));
         }
         let mut log = Log::new(limits);
-        for entry in stored.entries.into_owned() {
-            log.push(entry);
+        for step in stored.entries.into_owned() {
+            log.push_step(step);
         }
         log.dropped += stored.dropped;
         Ok(log)

@@ -1,6 +1,7 @@
 //! State logs: recording a browser's changes by structural path, and turning them back
 //! into replay steps for a fresh session. Pure: no I/O.
 
+pub mod causal;
 mod log;
 mod policy;
 mod replay;
@@ -13,10 +14,10 @@ use serde_json::Value;
 use crate::protocol::event::{parse_patch, BokehEvent, Event};
 use crate::protocol::{Graph, ProtocolError};
 
-pub use log::{Log, LogError, LogLimits};
+pub use log::{Log, LogError, LogLimits, Step};
 pub use policy::{Policy, PolicyError, DEFAULT_MAX_VALUE_BYTES};
-pub use replay::{step_message, step_patch};
-pub use translate::{Skip, PATH_KEY, TYPE_KEY};
+pub use replay::{step_event, step_message, step_patch};
+pub use translate::{Skip, SkipReason, PATH_KEY, TYPE_KEY};
 
 use translate::{ids_to_paths, Unrecordable};
 

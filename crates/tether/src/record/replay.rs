@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::protocol::event::{build_patch, Event};
+use crate::protocol::event::{event_json, patch_of, Event};
 use crate::protocol::{Graph, Message};
 
 use super::translate::{paths_to_ids, to_bokeh_json, Skip};
@@ -49,6 +49,12 @@ fn raw(value: &serde_json::Value) -> Box<RawValue> {
 /// BokehJS sends for it. The graph is only read: apply the patch to it as it is sent
 /// ([`Graph::apply_patch`]) to keep it current.
 pub fn step_patch(graph: &mut Graph, entry: &Entry) -> Result<String, Skip> {
+    Ok(patch_of(&[step_event(graph, entry)?]))
+}
+
+/// The one PATCH-DOC event replaying `entry`, as JSON (see [`step_patch`]); several of them
+/// make one patch with [`patch_of`].
+pub fn step_event(graph: &mut Graph, entry: &Entry) -> Result<String, Skip> {
     match entry {
         Entry::Change {
             path,
@@ -60,11 +66,11 @@ pub fn step_patch(graph: &mut Graph, entry: &Entry) -> Result<String, Skip> {
             let mut value = value.clone();
             paths_to_ids(&mut value, graph)?;
             let new = raw(&value);
-            Ok(build_patch(&[Event::ModelChanged {
+            Ok(event_json(&Event::ModelChanged {
                 model: id,
                 attr: attr.clone(),
                 new: &new,
-            }]))
+            }))
         }
         Entry::Event {
             name,
@@ -85,10 +91,10 @@ pub fn step_patch(graph: &mut Graph, entry: &Entry) -> Result<String, Skip> {
             };
             let msg_data = serde_json::value::to_raw_value(&data)
                 .unwrap_or_else(|_| RawValue::NULL.to_owned());
-            Ok(build_patch(&[Event::MessageSent {
+            Ok(event_json(&Event::MessageSent {
                 msg_type: "bokeh_event".to_owned(),
                 msg_data: &msg_data,
-            }]))
+            }))
         }
     }
 }

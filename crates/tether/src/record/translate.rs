@@ -41,6 +41,60 @@ pub enum Skip {
     },
 }
 
+impl Skip {
+    /// The reason, as counted.
+    pub fn reason(&self) -> SkipReason {
+        match self {
+            Skip::PathUnresolved { .. } => SkipReason::NoModel,
+            Skip::TypeDiffers { .. } => SkipReason::TypeDiffers,
+            Skip::RefUnresolved { .. } => SkipReason::RefUnresolved,
+        }
+    }
+}
+
+/// Why a recorded step was not applied where the user applied it, as counted in the restore
+/// log line and `/.tether/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// No model at its path (the app changed).
+    NoModel,
+    /// A model of another type at its path (the app changed).
+    TypeDiffers,
+    /// A model its value refers to is not in the document.
+    RefUnresolved,
+    /// The worker answered ERROR.
+    Refused,
+    /// Its target was replaced after the step was applied, by nothing the recording foresaw.
+    Replaced,
+}
+
+impl SkipReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::NoModel,
+        SkipReason::TypeDiffers,
+        SkipReason::RefUnresolved,
+        SkipReason::Refused,
+        SkipReason::Replaced,
+    ];
+
+    /// Its name in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NoModel => "no_model",
+            SkipReason::TypeDiffers => "type_differs",
+            SkipReason::RefUnresolved => "ref_unresolved",
+            SkipReason::Refused => "refused",
+            SkipReason::Replaced => "replaced",
+        }
+    }
+
+    /// Its position in [`SkipReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Why a value could not be recorded.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Unrecordable {

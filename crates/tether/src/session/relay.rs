@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::recorder::Recorder;
-use super::restore;
+use super::restore::{self, Plan};
 use super::wire::{FromWorker, QuickAck, WorkerStream, OWN_MSGID_PREFIX};
 
 /// How often a quiet browser is pinged, so a dead one is noticed within the idle timeout.
@@ -53,15 +53,15 @@ async fn restore_first<B, U>(
     browser: &mut B,
     worker: &mut WorkerStream<U>,
     recorder: &Recorder,
-    bound: Duration,
+    plan: Plan,
 ) -> Result<(), WsError>
 where
     B: Sink<Message, Error = WsError> + Unpin,
     U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + QuickAck + Unpin,
 {
-    let entries = recorder.history();
-    recorder.restoring(entries.len());
-    let restored = restore::restore(worker, &entries, bound).await;
+    let steps = recorder.history();
+    recorder.restoring(steps.len());
+    let restored = restore::restore(worker, &steps, plan).await;
     recorder.restored(&restored);
     for frame in restored.for_browser {
         browser.feed(frame).await?;
@@ -69,21 +69,20 @@ where
     browser.flush().await
 }
 
-/// Restores first when `restore` gives the restore's time bound, then relays until either
-/// side closes.
+/// Restores first when given a restore [`Plan`], then relays until either side closes.
 pub async fn run<B, U>(
     browser: &mut B,
     mut worker: WorkerStream<U>,
     mut recorder: Recorder,
-    restore: Option<Duration>,
+    restore: Option<Plan>,
     idle_timeout: Duration,
 ) -> Ended
 where
     B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
     U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + QuickAck + Unpin,
 {
-    if let Some(bound) = restore {
-        if let Err(e) = restore_first(browser, &mut worker, &recorder, bound).await {
+    if let Some(plan) = restore {
+        if let Err(e) = restore_first(browser, &mut worker, &recorder, plan).await {
             tracing::debug!(error = %e, "browser went away during restore");
         }
     }
@@ -95,6 +94,7 @@ where
     let mut ping = tokio::time::interval(every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        worker.set_watch_effects(recorder.wants_effects());
         tokio::select! {
             msg = browser.next() => match msg {
                 Some(Ok(m)) => {
@@ -118,7 +118,8 @@ where
             },
             read = worker.read() => {
                 let frames = match read {
-                    Some(Ok(FromWorker::Message { msg, frames })) => {
+                    Some(Ok(FromWorker::Message { msg, frames, touched })) => {
+                        recorder.from_worker(&msg, &touched);
                         let ours = msg
                             .header
                             .reqid
@@ -152,6 +153,7 @@ where
             }
         }
     }
+    recorder.finish();
     let _ = browser.close().await;
     worker.close().await;
     ended

@@ -1,9 +1,27 @@
 //! Restoring a fresh worker session: pull its document, send `document_ready`, replay the
-//! user's log with paths translated to this session's ids, and wait until the effects arrive.
+//! user's steps with paths translated to this session's ids, and wait until their effects
+//! have arrived.
 //!
 //! Runs on the browser's own worker connection before any frame is relayed, so the document
 //! the browser pulls afterwards already shows the restored widgets and re-drawn outputs.
+//!
+//! The replay is causal. Each step carries what the worker touched in answer to it when the
+//! user made it (`record::causal`). A step is sent at once unless a step still in flight
+//! has effects that reach its target (or unknown effects, from an old log): then the steps in
+//! flight are first made to *take effect*. Independent changes go out together in one
+//! `PATCH-DOC`. Taking effect, checked on Panel 1.4 to 1.9:
+//! - a widget change reaches Python in a timer 50 ms after the worker applied it (just before
+//!   its `OK`), so the restore waits [`SETTLE_PAUSE`] after the last change's `OK`;
+//! - then a barrier, an empty `PATCH-DOC`: the worker handles messages in order under the
+//!   document lock, so its `OK` comes after every callback that was due, and their patches;
+//! - a step whose recorded effects have not been seen again by then (an async callback) gets
+//!   more barriers, up to [`EXTRA_WAIT`].
+//!
+//! A periodic callback never delays this: nothing waits for the session to be quiet.
+//! Before Panel 1.8.4 a click runs before pending widget changes reach Python, so there every
+//! event also waits for the changes before it; later versions queue the click themselves.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, Stream};
@@ -11,14 +29,16 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use super::wire::{FromWorker, QuickAck, WorkerStream, OWN_MSGID_PREFIX};
-use crate::protocol::{Graph, Message, ProtocolError};
-use crate::record::{step_message, Entry, Skip};
+use crate::protocol::{patch_of, Graph, Message, ProtocolError};
+use crate::record::{causal, step_event, Entry, Skip, SkipReason, Step};
 
-/// Panel handles widget changes in a 50 ms debounced callback; wait a bit longer than that
-/// before each barrier.
-const SETTLE_PAUSE: Duration = Duration::from_millis(60);
-/// Most barrier rounds in one settle; each round that brings patches earns another.
-const SETTLE_ROUNDS: usize = 40;
+/// Panel applies a browser's widget change in a timer 50 ms after the worker applied it;
+/// waited from the change's `OK`, with a margin.
+pub const SETTLE_PAUSE: Duration = Duration::from_millis(60);
+/// Longest extra wait, after a barrier, for recorded effects not seen again yet.
+pub const EXTRA_WAIT: Duration = Duration::from_millis(500);
+/// Most changes sent in one `PATCH-DOC`.
+const MAX_BATCH: usize = 32;
 
 const DOCUMENT_READY: &str = r#"{"events":[{"kind":"MessageSent","msg_type":"bokeh_event","msg_data":{"type":"event","name":"document_ready","values":{"type":"map"}}}]}"#;
 const EMPTY_PATCH: &str = r#"{"events":[]}"#;
@@ -39,13 +59,74 @@ pub enum RestoreError {
     TimedOut,
 }
 
+/// How to restore, decided by the gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Longest the restore may take before the session is handed over as it is.
+    pub bound: Duration,
+    /// Events must wait until the changes before them reached Python (Panel before 1.8.4,
+    /// or an unknown version).
+    pub events_wait_for_changes: bool,
+}
+
 /// What a restore did, for the log line and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
-    /// Steps the worker accepted.
+    /// Steps applied where the user applied them.
     pub applied: usize,
-    /// Steps skipped: no longer resolvable (the app changed) or refused by the worker.
-    pub skipped: usize,
+    /// Steps not applied, by reason, in [`SkipReason::ALL`] order.
+    pub skipped: [usize; SkipReason::ALL.len()],
+}
+
+impl Outcome {
+    /// Steps not applied, in all.
+    pub fn skipped_total(&self) -> usize {
+        self.skipped.iter().sum()
+    }
+
+    /// `reason:count` for each reason that occurred, comma-separated.
+    pub fn reasons(&self) -> String {
+        SkipReason::ALL
+            .iter()
+            .filter(|r| self.skipped[r.index()] > 0)
+            .map(|r| format!("{}:{}", r.as_str(), self.skipped[r.index()]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn skip(&mut self, reason: SkipReason) {
+        self.skipped[reason.index()] += 1;
+    }
+}
+
+/// A step sent (or about to be) that has not been seen to take effect.
+struct InFlight {
+    /// A widget change (which reaches Python only after Panel's debounce), not an event.
+    change: bool,
+    /// Its recorded effects (`None`: unknown), to decide who depends on it.
+    effects: Option<Vec<String>>,
+    /// Recorded effects not yet seen again in this session.
+    unseen: Vec<String>,
+}
+
+/// A change applied, to check at the end that its target is still the model it was sent to.
+struct Applied {
+    /// Its position in the history.
+    index: usize,
+    /// The recorded path.
+    path: String,
+    /// The model it was sent to.
+    id: Arc<str>,
+}
+
+/// One of our messages awaiting its reply.
+struct Outstanding {
+    /// Its message id.
+    msgid: String,
+    /// The history positions of the steps it carries (none for our own requests).
+    steps: Vec<usize>,
+    /// It carries widget changes.
+    changes: bool,
 }
 
 /// The restore's side of a worker connection: what it sent and what came back.
@@ -54,14 +135,22 @@ pub struct Replayer<'a, U> {
     stream: &'a mut WorkerStream<U>,
     /// Frames that belong to the browser (the ACK), held until the restore is done.
     pub for_browser: Vec<WsMessage>,
+    /// How to restore.
+    plan: Plan,
     /// Counter for our own message ids.
     next_id: u64,
-    /// Server PATCH-DOCs seen so far; a settle round that adds none ends the settle.
-    patches: u64,
     /// Our requests whose replies have not arrived yet, in send order.
-    outstanding: Vec<String>,
-    /// Steps refused by the worker (ERROR replies).
-    refused: usize,
+    outstanding: Vec<Outstanding>,
+    /// When the last reply to a message carrying changes arrived.
+    last_change_ok: Option<Instant>,
+    /// Steps not yet seen to take effect.
+    flight: Vec<InFlight>,
+    /// Events of changes resolved but not sent yet, and their history positions.
+    batch: Vec<(usize, String)>,
+    /// Steps of batches the worker refused, to send again one by one.
+    resend: Vec<usize>,
+    /// Changes applied so far.
+    applied: Vec<Applied>,
     /// When waiting for the worker stops. Checked only at points where no message is half
     /// sent, so the worker never sees a torn message.
     deadline: Instant,
@@ -76,28 +165,21 @@ where
         + QuickAck
         + Unpin,
 {
-    pub fn new(stream: &'a mut WorkerStream<U>, deadline: Instant) -> Self {
+    pub fn new(stream: &'a mut WorkerStream<U>, plan: Plan, deadline: Instant) -> Self {
         Replayer {
             stream,
             for_browser: Vec::new(),
+            plan,
             next_id: 0,
-            patches: 0,
             outstanding: Vec::new(),
-            refused: 0,
+            last_change_ok: None,
+            flight: Vec::new(),
+            batch: Vec::new(),
+            resend: Vec::new(),
+            applied: Vec::new(),
             deadline,
             outcome: Outcome::default(),
         }
-    }
-
-    /// Sends one whole message. Never cut short: the deadline is checked before the first
-    /// frame, so a message is either not sent or sent whole.
-    async fn send(&mut self, msg: &Message) -> Result<(), RestoreError> {
-        if Instant::now() >= self.deadline {
-            return Err(RestoreError::TimedOut);
-        }
-        self.stream.send_message(msg).await?;
-        self.outstanding.push(msg.header.msgid.clone());
-        Ok(())
     }
 
     fn msgid(&mut self) -> String {
@@ -105,8 +187,28 @@ where
         format!("{OWN_MSGID_PREFIX}{}", self.next_id)
     }
 
+    /// Sends one whole message. Never cut short: the deadline is checked before the first
+    /// frame, so a message is either not sent or sent whole.
+    async fn send(
+        &mut self,
+        msg: &Message,
+        steps: Vec<usize>,
+        changes: bool,
+    ) -> Result<(), RestoreError> {
+        if Instant::now() >= self.deadline {
+            return Err(RestoreError::TimedOut);
+        }
+        self.stream.send_message(msg).await?;
+        self.outstanding.push(Outstanding {
+            msgid: msg.header.msgid.clone(),
+            steps,
+            changes,
+        });
+        Ok(())
+    }
+
     /// Reads one whole message (the stream keeps the graph current); the ACK is kept for
-    /// the browser.
+    /// the browser, and the effects a patch shows are checked off the steps in flight.
     ///
     /// Stops with [`RestoreError::TimedOut`] at the deadline, possibly mid-message: the frames
     /// read so far stay in the stream, which the relay goes on reading.
@@ -118,11 +220,18 @@ where
                 .map_err(|_| RestoreError::TimedOut)?
                 .ok_or(RestoreError::Closed)??
             {
-                FromWorker::Message { msg, mut frames } => {
-                    match msg.msgtype() {
-                        "ACK" => self.for_browser.append(&mut frames),
-                        "PATCH-DOC" => self.patches += 1,
-                        _ => {}
+                FromWorker::Message {
+                    msg,
+                    mut frames,
+                    touched,
+                } => {
+                    if msg.msgtype() == "ACK" {
+                        self.for_browser.append(&mut frames);
+                    }
+                    if !touched.is_empty() {
+                        for f in &mut self.flight {
+                            f.unseen.retain(|e| !touched.iter().any(|t| seen(e, t)));
+                        }
                     }
                     return Ok(msg);
                 }
@@ -145,47 +254,156 @@ where
             let Some(reqid) = msg.header.reqid.as_deref() else {
                 continue;
             };
-            if let Some(i) = self.outstanding.iter().position(|id| id == reqid) {
-                self.outstanding.remove(i);
-                if msg.msgtype() == "ERROR" {
-                    self.refused += 1;
-                    tracing::debug!(
-                        error = %String::from_utf8_lossy(msg.content()),
-                        "worker refused a replay step"
-                    );
-                }
-                last = Some(msg);
+            let Some(i) = self.outstanding.iter().position(|o| o.msgid == reqid) else {
+                continue;
+            };
+            let done = self.outstanding.remove(i);
+            if done.changes {
+                self.last_change_ok = Some(Instant::now());
             }
+            if msg.msgtype() == "ERROR" {
+                tracing::debug!(
+                    error = %String::from_utf8_lossy(msg.content()),
+                    steps = done.steps.len(),
+                    "worker refused a replay step"
+                );
+                match done.steps.as_slice() {
+                    [] => {}
+                    [one] => self.refused(*one),
+                    many => self.resend.extend_from_slice(many),
+                }
+            }
+            last = Some(msg);
         }
         Ok(last)
     }
 
+    /// A step the worker answered with ERROR: not applied.
+    fn refused(&mut self, index: usize) {
+        self.applied.retain(|a| a.index != index);
+        self.outcome.applied = self.outcome.applied.saturating_sub(1);
+        self.outcome.skip(SkipReason::Refused);
+    }
+
     async fn request(&mut self, msgtype: &str, content: &str) -> Result<Message, RestoreError> {
         let id = self.msgid();
-        self.send(&Message::build(msgtype, &id, None, content.to_owned()))
-            .await?;
+        self.send(
+            &Message::build(msgtype, &id, None, content.to_owned()),
+            Vec::new(),
+            false,
+        )
+        .await?;
         self.drain().await?.ok_or(RestoreError::Closed)
     }
 
-    /// Waits until the session is quiet: barrier round trips until one brings no new patch.
-    ///
-    /// Panel applies widget changes in a debounced callback and writes its patches outside the
-    /// document lock, so an `OK` alone does not mean the effects have arrived.
-    pub async fn settle(&mut self) -> Result<(), RestoreError> {
+    async fn barrier(&mut self) -> Result<(), RestoreError> {
+        self.request("PATCH-DOC", EMPTY_PATCH).await.map(drop)
+    }
+
+    /// Sends the changes resolved so far, in one `PATCH-DOC`.
+    async fn send_batch(&mut self) -> Result<(), RestoreError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let (steps, events): (Vec<usize>, Vec<String>) =
+            std::mem::take(&mut self.batch).into_iter().unzip();
+        let id = self.msgid();
+        self.send(
+            &Message::build("PATCH-DOC", &id, None, patch_of(&events)),
+            steps,
+            true,
+        )
+        .await
+    }
+
+    /// Makes every step in flight take effect (see the module docs), then forgets them.
+    async fn settle(&mut self, steps: &[Step]) -> Result<(), RestoreError> {
+        self.send_batch().await?;
         self.drain().await?;
-        for _ in 0..SETTLE_ROUNDS {
-            let before = self.patches;
-            tokio::time::sleep_until(self.deadline.min(Instant::now() + SETTLE_PAUSE)).await;
-            self.request("PATCH-DOC", EMPTY_PATCH).await?;
-            if self.patches == before {
-                break;
+        while !self.resend.is_empty() {
+            // A refused batch: its steps one by one, to learn which the worker refuses. Those
+            // it had applied before the refusal set the same values again, which changes nothing.
+            for index in std::mem::take(&mut self.resend) {
+                self.outcome.applied = self.outcome.applied.saturating_sub(1);
+                self.applied.retain(|a| a.index != index);
+                if let Some(event) = self.resolve(index, &steps[index].entry) {
+                    let id = self.msgid();
+                    let msg = Message::build("PATCH-DOC", &id, None, patch_of(&[event]));
+                    self.send(&msg, vec![index], true).await?;
+                }
+            }
+            self.drain().await?;
+        }
+        if self.flight.is_empty() {
+            return Ok(());
+        }
+        if self.flight.iter().any(|f| f.change) {
+            if let Some(ok) = self.last_change_ok {
+                tokio::time::sleep_until(self.deadline.min(ok + SETTLE_PAUSE)).await;
             }
         }
+        self.barrier().await?;
+        let until = Instant::now() + EXTRA_WAIT;
+        while self.flight.iter().any(|f| !f.unseen.is_empty()) && Instant::now() < until {
+            tokio::time::sleep_until(self.deadline.min(until).min(Instant::now() + SETTLE_PAUSE))
+                .await;
+            self.barrier().await?;
+        }
+        self.flight.clear();
         Ok(())
     }
 
-    /// Pulls the document, sends `document_ready`, replays `entries`, and settles.
-    pub async fn run(&mut self, entries: &[Entry]) -> Result<(), RestoreError> {
+    /// Whether `entry` must wait for the steps in flight to take effect first.
+    fn must_wait(&self, entry: &Entry) -> bool {
+        let event = matches!(entry, Entry::Event { .. });
+        self.flight.iter().any(|f| {
+            causal::depends(entry, f.effects.as_deref())
+                || (event && f.change && self.plan.events_wait_for_changes)
+        })
+    }
+
+    /// The step's event in this session's ids, applied to the graph as the browser would
+    /// (our own change is not echoed back); `None` (counted) when it cannot be resolved.
+    fn resolve(&mut self, index: usize, entry: &Entry) -> Option<String> {
+        match self.translate(entry) {
+            Ok(event) => {
+                self.note_applied(index, entry);
+                Some(event)
+            }
+            Err(skip) => {
+                tracing::debug!(%skip, "replay step skipped");
+                self.outcome.skip(skip.reason());
+                None
+            }
+        }
+    }
+
+    fn translate(&mut self, entry: &Entry) -> Result<String, Skip> {
+        let graph = self.stream.graph_mut().expect("pulled before replay");
+        let event = step_event(graph, entry)?;
+        if let Err(e) = graph.apply_patch(patch_of(std::slice::from_ref(&event)).as_bytes()) {
+            tracing::debug!(error = %e, "replay step not understood by the graph");
+        }
+        Ok(event)
+    }
+
+    fn note_applied(&mut self, index: usize, entry: &Entry) {
+        self.outcome.applied += 1;
+        if let Entry::Change { path, .. } = entry {
+            let graph = self.stream.graph_mut().expect("pulled before replay");
+            if let Some(at) = graph.id_at(path) {
+                self.applied.push(Applied {
+                    index,
+                    path: path.clone(),
+                    id: at.id,
+                });
+            }
+        }
+    }
+
+    /// Pulls the document, sends `document_ready`, replays `steps` in causal order, and
+    /// waits until they have taken effect.
+    pub async fn run(&mut self, steps: &[Step]) -> Result<(), RestoreError> {
         // The worker reads nothing until it has made the session and said ACK.
         while self.read().await?.msgtype() != "ACK" {}
         let reply = self.request("PULL-DOC-REQ", "{}").await?;
@@ -198,58 +416,87 @@ where
             // The stream logged it; this says why.
             Graph::from_pull_reply(reply.content())?;
         }
-        // Panel runs onload callbacks and releases held events on the first document_ready.
+        // Panel runs onload callbacks and releases held events on the first document_ready;
+        // the barrier lets what they scheduled finish first.
         self.request("PATCH-DOC", DOCUMENT_READY).await?;
-        for entry in entries {
-            match self.translate(entry) {
-                Ok(msg) => {
-                    self.send(&msg).await?;
-                    self.outcome.applied += 1;
+        self.barrier().await?;
+        for (index, step) in steps.iter().enumerate() {
+            let entry = &step.entry;
+            if self.must_wait(entry) {
+                self.settle(steps).await?;
+            }
+            let event = match self.translate(entry) {
+                Ok(event) => {
+                    self.note_applied(index, entry);
+                    event
                 }
-                Err(Skip::PathUnresolved { .. }) | Err(Skip::RefUnresolved { .. }) => {
-                    // Perhaps an earlier step creates it (a plot drawn by a click): let the
-                    // earlier steps take effect, then try once more.
-                    self.settle().await?;
-                    match self.translate(entry) {
-                        Ok(msg) => {
-                            self.send(&msg).await?;
-                            self.outcome.applied += 1;
-                        }
-                        Err(skip) => {
-                            tracing::debug!(%skip, "replay step skipped");
-                            self.outcome.skipped += 1;
-                        }
+                Err(Skip::PathUnresolved { .. } | Skip::RefUnresolved { .. })
+                    if !self.flight.is_empty() =>
+                {
+                    // Perhaps a step in flight creates it (a plot drawn by a click): let them
+                    // take effect, then try once more.
+                    self.settle(steps).await?;
+                    match self.resolve(index, entry) {
+                        Some(event) => event,
+                        None => continue,
                     }
                 }
                 Err(skip) => {
                     tracing::debug!(%skip, "replay step skipped");
-                    self.outcome.skipped += 1;
+                    self.outcome.skip(skip.reason());
+                    continue;
                 }
+            };
+            let change = matches!(entry, Entry::Change { .. });
+            self.flight.push(InFlight {
+                change,
+                effects: step.effects.clone(),
+                unseen: step.effects.clone().unwrap_or_default(),
+            });
+            if change {
+                self.batch.push((index, event));
+                if self.batch.len() >= MAX_BATCH {
+                    self.send_batch().await?;
+                }
+            } else {
+                self.send_batch().await?;
+                let id = self.msgid();
+                let msg = Message::build("PATCH-DOC", &id, None, patch_of(&[event]));
+                self.send(&msg, vec![index], false).await?;
             }
         }
-        self.settle().await
+        self.settle(steps).await?;
+        self.check_targets(steps);
+        Ok(())
     }
 
-    /// The outcome so far, counting steps the worker refused as skipped.
-    fn outcome(&self) -> Outcome {
-        let o = self.outcome;
-        let refused = self.refused.min(o.applied);
-        Outcome {
-            applied: o.applied - refused,
-            skipped: o.skipped + refused,
-        }
-    }
-
-    fn translate(&mut self, entry: &Entry) -> Result<Message, Skip> {
-        let id = self.msgid();
+    /// A change whose target is no longer the model it was sent to was undone, unless a later
+    /// step's recorded effects (or unknown ones) account for the replacement.
+    fn check_targets(&mut self, steps: &[Step]) {
+        let applied = std::mem::take(&mut self.applied);
         let graph = self.stream.graph_mut().expect("pulled before replay");
-        let msg = step_message(graph, entry, &id)?;
-        // Our own change is not echoed back, so apply it to the graph as the browser would.
-        if let Err(e) = graph.apply_patch(msg.content()) {
-            tracing::debug!(error = %e, "replay step not understood by the graph");
+        for a in applied {
+            if graph.id_at(&a.path).is_some_and(|now| now.id == a.id) {
+                continue;
+            }
+            let foreseen = steps[a.index + 1..].iter().any(|s| {
+                s.effects
+                    .as_ref()
+                    .is_none_or(|e| e.iter().any(|e| causal::reaches(e, &a.path)))
+            });
+            if !foreseen {
+                tracing::debug!(path = %a.path, "replay step undone: its target was replaced");
+                self.outcome.applied = self.outcome.applied.saturating_sub(1);
+                self.outcome.skip(SkipReason::Replaced);
+            }
         }
-        Ok(msg)
     }
+}
+
+/// A recorded effect `expected` counts as seen when this session touched the same slot, or a
+/// slot above it (which replaced what lies below).
+fn seen(expected: &str, touched: &str) -> bool {
+    causal::at_or_below(expected, touched)
 }
 
 /// What a restore did, and what it owes the browser.
@@ -266,11 +513,7 @@ pub struct Restored {
 ///
 /// The bound only ever stops the restore between messages it sends; a worker message it is
 /// reading stays half read in `stream`, whose next reader (the relay) finishes it.
-pub async fn restore<U>(
-    stream: &mut WorkerStream<U>,
-    entries: &[Entry],
-    bound: Duration,
-) -> Restored
+pub async fn restore<U>(stream: &mut WorkerStream<U>, steps: &[Step], plan: Plan) -> Restored
 where
     U: Stream<Item = Result<WsMessage, WsError>>
         + Sink<WsMessage, Error = WsError>
@@ -278,22 +521,27 @@ where
         + Unpin,
 {
     let started = Instant::now();
-    // Replies are awaited one after another here: acknowledge every frame at once.
+    // Replies are awaited one after another here: acknowledge every frame at once; and
+    // patches are checked against the steps' recorded effects.
     stream.set_ack_every_frame(true);
-    let mut r = Replayer::new(stream, started + bound);
-    let result = match r.run(entries).await {
-        Ok(()) => Ok(r.outcome()),
+    stream.set_watch_effects(true);
+    let mut r = Replayer::new(stream, plan, started + plan.bound);
+    let result = match r.run(steps).await {
+        Ok(()) => Ok(r.outcome),
         Err(RestoreError::TimedOut) => {
             tracing::warn!(
-                ?bound,
+                bound = ?plan.bound,
                 "restore hit its time bound; showing the session as it is"
             );
-            Ok(r.outcome())
+            // Resolved, but never sent.
+            r.outcome.applied = r.outcome.applied.saturating_sub(r.batch.len());
+            Ok(r.outcome)
         }
         Err(e) => Err(e),
     };
     let for_browser = std::mem::take(&mut r.for_browser);
     stream.set_ack_every_frame(false);
+    stream.set_watch_effects(false);
     Restored {
         result,
         for_browser,

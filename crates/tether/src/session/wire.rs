@@ -10,7 +10,8 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::protocol::{Assembler, Graph, Message, MessageLimits, Part};
+use crate::protocol::{parse_patch, Assembler, Graph, Message, MessageLimits, Part};
+use crate::record::causal;
 
 /// Prefix of the message ids the gateway sends itself; replies to them never reach a browser.
 pub const OWN_MSGID_PREFIX: &str = "tether-";
@@ -56,6 +57,9 @@ pub enum FromWorker {
         msg: Message,
         /// Its frames.
         frames: Vec<WsMessage>,
+        /// For a `PATCH-DOC` read while effects are watched, the slots it touched (see
+        /// [`causal::touched`]); otherwise empty.
+        touched: Vec<String>,
     },
     /// Frames of a message tether cannot read; passed on as they are, never a reason to
     /// break the session.
@@ -78,6 +82,8 @@ pub struct WorkerStream<U> {
     /// Re-arm quick ACKs after every frame (while replies are awaited one after another), not
     /// only while a message is half received.
     ack_every_frame: bool,
+    /// Report the slots each `PATCH-DOC` touches (costs a path lookup per event).
+    watch_effects: bool,
 }
 
 impl<U> WorkerStream<U>
@@ -95,7 +101,13 @@ where
             held: Vec::new(),
             graph: None,
             ack_every_frame: false,
+            watch_effects: false,
         }
+    }
+
+    /// See [`WorkerStream::watch_effects`].
+    pub fn set_watch_effects(&mut self, on: bool) {
+        self.watch_effects = on;
     }
 
     /// The session's reference graph, once a document was pulled.
@@ -138,9 +150,13 @@ where
                     }
                 }
                 Ok(Some(msg)) => {
-                    self.observe(&msg);
+                    let touched = self.observe(&msg);
                     let frames = std::mem::take(&mut self.held);
-                    return Some(Ok(FromWorker::Message { msg, frames }));
+                    return Some(Ok(FromWorker::Message {
+                        msg,
+                        frames,
+                        touched,
+                    }));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "worker message not understood");
@@ -151,22 +167,39 @@ where
         }
     }
 
-    /// Keeps the graph current with a whole worker message.
-    fn observe(&mut self, msg: &Message) {
+    /// Keeps the graph current with a whole worker message; returns the slots a patch
+    /// touched, when effects are watched.
+    fn observe(&mut self, msg: &Message) -> Vec<String> {
         match msg.msgtype() {
             "PULL-DOC-REPLY" => match Graph::from_pull_reply(msg.content()) {
                 Ok(g) => self.graph = Some(g),
                 Err(e) => tracing::debug!(error = %e, "document not understood"),
             },
             "PATCH-DOC" => {
-                if let Some(g) = self.graph.as_mut() {
-                    if let Err(e) = g.apply_patch(msg.content()) {
+                let Some(g) = self.graph.as_mut() else {
+                    return Vec::new();
+                };
+                let events = match parse_patch(msg.content()) {
+                    Ok(events) => events,
+                    Err(e) => {
                         tracing::debug!(error = %e, "patch not understood");
+                        return Vec::new();
                     }
+                };
+                // Read before applying: a slot is named by where its model was.
+                let touched = if self.watch_effects {
+                    causal::touched(g, &events)
+                } else {
+                    Vec::new()
+                };
+                if let Err(e) = g.apply_events(&events) {
+                    tracing::debug!(error = %e, "patch not understood");
                 }
+                return touched;
             }
             _ => {}
         }
+        Vec::new()
     }
 
     /// Sends one frame from the browser.

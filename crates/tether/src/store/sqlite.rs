@@ -353,10 +353,7 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(fail)?;
-    if conn
-        .is_readonly(rusqlite::MAIN_DB)
-        .map_err(fail)?
-    {
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(fail)? {
         return Err(StoreError::SqliteReadOnly {
             path: path.to_path_buf(),
         });

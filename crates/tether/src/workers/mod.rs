@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::BokehKey;
 
-pub use spawn::{check_python, start, Process};
+pub use spawn::{check_python, start, Process, Version, Versions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -209,6 +209,24 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn versions_are_read_as_pip_writes_them() {
+        assert_eq!(Version::parse("1.9.4"), Some(Version(1, 9, 4)));
+        assert_eq!(Version::parse("1.8.0rc1"), Some(Version(1, 8, 0)));
+        assert_eq!(Version::parse("3.4.3.post1"), Some(Version(3, 4, 3)));
+        assert_eq!(Version::parse("2"), Some(Version(2, 0, 0)));
+        assert_eq!(Version::parse("dev"), None);
+        let v = |s| Versions {
+            panel: Version::parse(s),
+            bokeh: None,
+        };
+        assert!(v("1.9.4").queues_events_behind_changes());
+        assert!(v("1.8.4").queues_events_behind_changes());
+        assert!(!v("1.8.3").queues_events_behind_changes());
+        assert!(!v("1.4.5").queues_events_behind_changes());
+        assert!(!Versions::default().queues_events_behind_changes());
     }
 
     #[test]

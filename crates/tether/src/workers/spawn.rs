@@ -96,15 +96,60 @@ impl Process {
     }
 }
 
+/// A release number, `major.minor.patch`; pre-release and local suffixes are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    /// Reads `1.9.4`, `1.8.0rc1`, `3.4.3.post1` and the like.
+    pub fn parse(text: &str) -> Option<Version> {
+        let mut parts = text.split('.').map(|p| {
+            let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().ok()
+        });
+        let major = parts.next().flatten()?;
+        let minor = parts.next().flatten().unwrap_or(0);
+        let patch = parts.next().flatten().unwrap_or(0);
+        Some(Version(major, minor, patch))
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// The Panel and Bokeh the workers run, as far as they could be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Versions {
+    /// `panel.__version__`.
+    pub panel: Option<Version>,
+    /// `bokeh.__version__`.
+    pub bokeh: Option<Version>,
+}
+
+impl Versions {
+    /// Panel holds a browser event (a click) until the widget changes before it have reached
+    /// Python: since 1.8.4 (`state._change_callbacks`). Unknown versions are assumed not to.
+    pub fn queues_events_behind_changes(&self) -> bool {
+        self.panel.is_some_and(|v| v >= Version(1, 8, 4))
+    }
+}
+
 fn free_port() -> Result<u16, WorkerError> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(WorkerError::Port)?;
     Ok(l.local_addr().map_err(WorkerError::Port)?.port())
 }
 
-/// Checks that the interpreter runs and has Panel, before anything else starts.
-pub async fn check_python(python: &PathBuf) -> Result<(), WorkerError> {
+/// Checks that the interpreter runs and has Panel, before anything else starts, and says
+/// which Panel and Bokeh it has.
+pub async fn check_python(python: &PathBuf) -> Result<Versions, WorkerError> {
     let out = Command::new(python)
-        .args(["-c", "import panel, bokeh"])
+        .args([
+            "-c",
+            "import panel, bokeh; print(panel.__version__, bokeh.__version__)",
+        ])
         .stdin(Stdio::null())
         .output()
         .await
@@ -113,7 +158,12 @@ pub async fn check_python(python: &PathBuf) -> Result<(), WorkerError> {
             source,
         })?;
     if out.status.success() {
-        Ok(())
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        Ok(Versions {
+            panel: words.next().and_then(Version::parse),
+            bokeh: words.next().and_then(Version::parse),
+        })
     } else {
         Err(WorkerError::NoPanel {
             python: python.clone(),
