@@ -6,8 +6,11 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 export TETHER_PYTHON := $(abspath $(VPY))
+# An older Panel the tests also run against (tests/requirements-panel17.txt).
+VENV17 := .venv-panel17
+export TETHER_PYTHON_PANEL17 := $(abspath $(VENV17)/bin/python)
 
-.PHONY: all build venv system-deps demo lint test e2e bench clean
+.PHONY: all build venv venv-panel17 system-deps demo lint test e2e bench clean
 
 all: build
 
@@ -20,6 +23,14 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+venv-panel17: $(VENV17)/.installed
+
+$(VENV17)/.installed: tests/requirements-panel17.txt
+	$(PYTHON) -m venv $(VENV17)
+	$(VENV17)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV17)/bin/python -m pip install --quiet -r tests/requirements-panel17.txt
 	touch $@
 
 # Debian packages the tests use: redis-server for the Redis store, faketime to step a
@@ -42,7 +53,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: venv system-deps lint
+test: venv venv-panel17 system-deps lint
 	cargo test --workspace --no-fail-fast
 	$(MAKE) e2e
 
@@ -57,4 +68,4 @@ bench: venv
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .tether
+	rm -rf $(VENV) $(VENV17) .tether

@@ -289,10 +289,12 @@ impl Tab {
         Ok(())
     }
 
-    /// Reads until the server has been quiet for `quiet`; returns how many messages came.
+    /// Reads until the server has been quiet for `quiet`, or for 3 s at most (an app with a
+    /// periodic callback is never quiet); returns how many messages came.
     pub async fn settle(&mut self, quiet: Duration) -> usize {
+        let until = Instant::now() + Duration::from_secs(3);
         let mut n = 0;
-        while self.recv_within(quiet).await.is_ok() {
+        while Instant::now() < until && self.recv_within(quiet).await.is_ok() {
             n += 1;
         }
         n

@@ -29,7 +29,8 @@ struct Cli {
     /// The nginx binary [default: nginx on PATH, then /usr/sbin/nginx].
     #[arg(long)]
     nginx: Option<PathBuf>,
-    /// Directory of the benchmark apps (bench_widgets.py, bench_patch.py).
+    /// Directory of the benchmark apps (bench_widgets.py, bench_patch.py, bench_session.py,
+    /// causal_periodic.py).
     #[arg(long)]
     apps: Option<PathBuf>,
     /// Where results.md, results.json and logs/ go.
@@ -105,9 +106,14 @@ fn options(cli: Cli) -> anyhow::Result<Options> {
             "nginx is not installed; `apt-get install nginx` (scripts/bench.sh does) or leave it out with --setups direct,tether"
         );
     }
-    let apps = ["bench_widgets.py", "bench_patch.py"]
-        .map(|a| apps_dir.join(a))
-        .to_vec();
+    let apps = [
+        "bench_widgets.py",
+        "bench_patch.py",
+        "bench_session.py",
+        "causal_periodic.py",
+    ]
+    .map(|a| apps_dir.join(a))
+    .to_vec();
     for a in &apps {
         if !a.is_file() {
             bail!(

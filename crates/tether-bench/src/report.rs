@@ -147,6 +147,43 @@ impl Results {
             value: rs.map_or("-".into(), |r| format!("{r:.2}x cold")),
             met: rs.map(|r| r <= 1.5),
         });
+        if let Some(r) = &self.restores {
+            for (n, inside) in &r.inside {
+                let live = summarize(r.live.get(n).map_or(&[][..], |v| v)).median;
+                let added = summarize(inside).median - live;
+                t.push(Target {
+                    what: match n {
+                        10 => "restore of 10 steps: tether adds < 30 ms to the worker's own time",
+                        100 => "restore of 100 steps: tether adds < 30 ms to the worker's own time",
+                        _ => "restore of 1,000 steps: tether adds < 30 ms to the worker's own time",
+                    },
+                    value: format!("{added:+.0} ms"),
+                    met: Some(added < 30.0),
+                });
+            }
+            for sr in &r.sessions {
+                let cold = summarize(&sr.cold).median;
+                let restore = summarize(&sr.restore).median;
+                let (what, value, met) = if sr.label.contains("periodic") {
+                    (
+                        "periodic app, 5 steps: restore <= cold page + 300 ms",
+                        format!("{:+.0} ms over cold", restore - cold),
+                        restore - cold <= 300.0,
+                    )
+                } else {
+                    (
+                        "realistic session restored with its page <= 1.5x a cold page load",
+                        format!("{:.2}x cold", restore / cold),
+                        restore / cold <= 1.5,
+                    )
+                };
+                t.push(Target {
+                    what,
+                    value,
+                    met: (!sr.restore.is_empty()).then_some(met),
+                });
+            }
+        }
         let kib = idle(self).map(Idle::per_tab_kib);
         t.push(Target {
             what: "<= 20 KiB RSS per idle websocket",
@@ -200,10 +237,22 @@ impl Results {
                     (n.to_string(), v)
                 })
                 .collect();
+            let sessions: Vec<Value> = r
+                .sessions
+                .iter()
+                .map(|sr| {
+                    let (c, x) = (summarize(&sr.cold), summarize(&sr.restore));
+                    json!({"session": sr.label, "n": x.n, "cold_median_ms": c.median,
+                        "median_ms": x.median, "p99_ms": x.p99,
+                        "tether_restore_median_ms": summarize(&sr.inside).median,
+                        "applied_total": sr.applied.0, "skipped_total": sr.applied.1})
+                })
+                .collect();
             v["restore"] = json!({
                 "cold_ms": {"n": cold.n, "median": cold.median, "p99": cold.p99,
                     "steps": steps_json(&r.cold_steps)},
                 "by_steps": sizes,
+                "sessions": sessions,
             });
         }
         if let Some(i) = idle(self) {
@@ -370,6 +419,29 @@ fn restore_tables(s: &mut String, r: &Restores) {
             a / per,
             k / per
         );
+    }
+    if !r.sessions.is_empty() {
+        s.push_str("\n### Recorded sessions, each against cold loads of its own app\n\n");
+        s.push_str("| session | n | cold page load, median | restore + page, median | p99 | median / cold | median - cold | tether's restore (its log), median | steps applied / skipped per restore |\n");
+        s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for sr in &r.sessions {
+            let (c, x) = (summarize(&sr.cold), summarize(&sr.restore));
+            let per = x.n.max(1);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:+.1} | {:.0} | {} / {} |",
+                sr.label,
+                x.n,
+                c.median,
+                x.median,
+                x.p99,
+                x.median / c.median,
+                x.median - c.median,
+                summarize(&sr.inside).median,
+                sr.applied.0 / per,
+                sr.applied.1 / per
+            );
+        }
     }
     s.push_str("\n### Restoring page loads by step (medians, milliseconds)\n\n");
     s.push_str("| state log | page GET | websocket + ACK (holds the restore) | pull |\n| --- | ---: | ---: | ---: |\n");

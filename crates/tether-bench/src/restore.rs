@@ -5,6 +5,11 @@
 //!
 //! A step alternates a slider change with a button click. Clicks are barriers to the log's
 //! compaction, so N steps stay N entries (alternating two sliders alone would compact to two).
+//!
+//! Two recorded sessions of other apps are restored the same way, each against cold loads of
+//! its own app: a realistic one (30 value changes over 10 widgets with Panel's default
+//! debounce, and 3 clicks, with a person's pauses), and 5 changes in an app that a 50 ms
+//! periodic callback never lets fall quiet.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +19,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::client::{change_patch, click_patch, find_model, Browser};
-use crate::scenarios::{page_load, WIDGETS_APP};
+use crate::scenarios::{page_load, PERIODIC_APP, SESSION_APP, WIDGETS_APP};
 use crate::setups::{Setup, Tools};
 use crate::stats::{ms, Steps};
 
@@ -47,6 +52,130 @@ pub struct Restores {
     pub live: BTreeMap<usize, Vec<f64>>,
     /// Steps tether reported applied and skipped, summed over the restores of each size.
     pub applied: BTreeMap<usize, (usize, usize)>,
+    /// The recorded sessions of other apps.
+    pub sessions: Vec<SessionRestores>,
+}
+
+/// Restores of one recorded session, against cold loads of its app.
+#[derive(Debug, Default)]
+pub struct SessionRestores {
+    /// What was recorded.
+    pub label: &'static str,
+    /// Cold page load plus pull of the app.
+    pub cold: Vec<f64>,
+    /// Page load plus pull that includes the restore.
+    pub restore: Vec<f64>,
+    /// tether's own account of each restore.
+    pub inside: Vec<f64>,
+    /// Steps tether reported applied and skipped, summed.
+    pub applied: (usize, usize),
+}
+
+/// The recorded sessions: label, app, and how a person makes it.
+#[derive(Debug, Clone, Copy)]
+enum Session {
+    /// 30 value changes over 10 widgets and 3 clicks.
+    Realistic,
+    /// 5 changes beside a 50 ms periodic callback.
+    Periodic,
+}
+
+impl Session {
+    const ALL: [Session; 2] = [Session::Realistic, Session::Periodic];
+
+    fn label(self) -> &'static str {
+        match self {
+            Session::Realistic => "realistic session (30 changes over 10 widgets, 3 clicks)",
+            Session::Periodic => "5 changes, 50 ms periodic callback",
+        }
+    }
+
+    fn app(self) -> &'static str {
+        match self {
+            Session::Realistic => SESSION_APP,
+            Session::Periodic => PERIODIC_APP,
+        }
+    }
+
+    /// Makes the session as a person would: each step answered, then a short pause.
+    async fn record(self, b: &mut Browser, setup: &Setup) -> anyhow::Result<()> {
+        let mut tab = b.open(setup.addr, self.app()).await?;
+        let doc = tab.pull().await?;
+        tab.ready().await?;
+        let find = |label: &str| find_model(&doc, label).with_context(|| format!("no {label}"));
+        let pause = Duration::from_millis(120);
+        match self {
+            Session::Realistic => {
+                let refresh = find("bench_refresh")?;
+                for round in 0..3 {
+                    for i in 0..5 {
+                        let v = json!(10 * (round + 1) + i);
+                        step(
+                            &mut tab,
+                            change_patch(&find(&format!("s{i}"))?, "value", v),
+                            pause,
+                        )
+                        .await?;
+                    }
+                    for i in 0..3 {
+                        let v = json!(format!("o{}", round + i));
+                        step(
+                            &mut tab,
+                            change_patch(&find(&format!("c{i}"))?, "value", v),
+                            pause,
+                        )
+                        .await?;
+                    }
+                    for i in 0..2 {
+                        let v = json!(format!("text {round} {i}"));
+                        step(
+                            &mut tab,
+                            change_patch(&find(&format!("t{i}"))?, "value", v),
+                            pause,
+                        )
+                        .await?;
+                    }
+                    step(&mut tab, click_patch(&refresh), pause).await?;
+                }
+            }
+            Session::Periodic => {
+                for i in 0..4 {
+                    let v = json!(i + 2);
+                    step(
+                        &mut tab,
+                        change_patch(&find(&format!("w{i}"))?, "value", v),
+                        pause,
+                    )
+                    .await?;
+                }
+                step(
+                    &mut tab,
+                    change_patch(&find("word")?, "value", json!("hello")),
+                    pause,
+                )
+                .await?;
+            }
+        }
+        tab.close().await;
+        Ok(())
+    }
+}
+
+/// Sends one step, waits for its answer, then pauses as a person does (until `pause` passes
+/// with nothing from the worker, or a periodic app's bounded wait).
+async fn step(tab: &mut crate::client::Tab, patch: String, pause: Duration) -> anyhow::Result<()> {
+    let id = tab.send("PATCH-DOC", &patch).await?;
+    loop {
+        let m = tab.recv().await?;
+        if m.reqid.as_deref() == Some(id.as_str()) {
+            if m.msgtype != "OK" {
+                bail!("the worker refused a step: {}", m.content.as_str());
+            }
+            break;
+        }
+    }
+    tab.settle(pause).await;
+    Ok(())
 }
 
 /// Records `steps` changes for browser `b`, pipelined, and waits until all are answered;
@@ -109,6 +238,18 @@ pub async fn run(setup: &mut Setup, tools: &Tools, plan: &Plan) -> anyhow::Resul
         plan.sizes, plan.users
     );
     let mut out = Restores::default();
+    let mut sessions: Vec<(Session, Vec<Browser>)> = Vec::new();
+    for kind in Session::ALL {
+        let mut browsers = Vec::new();
+        for k in 0..plan.users {
+            let mut b = Browser::new();
+            kind.record(&mut b, setup)
+                .await
+                .with_context(|| format!("recording {} for user {k}", kind.label()))?;
+            browsers.push(b);
+        }
+        sessions.push((kind, browsers));
+    }
     let mut users: Vec<(usize, Browser)> = Vec::new();
     for k in 0..plan.users {
         for &n in &plan.sizes {
@@ -147,7 +288,38 @@ pub async fn run(setup: &mut Setup, tools: &Tools, plan: &Plan) -> anyhow::Resul
             tab.close().await;
         }
     }
-    let lines = restore_lines(&setup.front_log());
+    let alternating = order.len();
+    for (kind, browsers) in &mut sessions {
+        let mut series = SessionRestores {
+            label: kind.label(),
+            ..Default::default()
+        };
+        page_load(setup.addr, kind.app()).await?;
+        for b in browsers.iter_mut() {
+            if started.elapsed() > plan.budget * 2 {
+                break;
+            }
+            let cold = page_load(setup.addr, kind.app()).await?;
+            series.cold.push(ms(cold.total()));
+            let (tab, _, times) = b.load(setup.addr, kind.app()).await?;
+            series.restore.push(ms(times.total()));
+            tab.close().await;
+        }
+        out.sessions.push(series);
+    }
+    let mut lines = restore_lines(&setup.front_log());
+    let session_lines = lines.split_off(alternating.min(lines.len()));
+    let mut session_lines = session_lines.into_iter();
+    for series in &mut out.sessions {
+        for _ in 0..series.restore.len() {
+            let (applied, skipped, inside) = session_lines
+                .next()
+                .context("tether logged fewer restores than the sessions had")?;
+            series.inside.push(inside);
+            series.applied.0 += applied;
+            series.applied.1 += skipped;
+        }
+    }
     if lines.len() != order.len() {
         bail!(
             "tether logged {} restores for {} restoring page loads",

@@ -20,6 +20,8 @@ use crate::stats::{ms, Row, Steps};
 
 pub const WIDGETS_APP: &str = "bench_widgets";
 pub const PATCH_APP: &str = "bench_patch";
+pub const SESSION_APP: &str = "bench_session";
+pub const PERIODIC_APP: &str = "causal_periodic";
 
 /// How much of each measurement to do.
 #[derive(Debug, Clone)]

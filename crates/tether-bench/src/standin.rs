@@ -10,7 +10,7 @@
 //!   its registry and state logs.
 //!
 //! The stand-in (`fake_worker.py`) runs through a fake `python` that also answers tether's
-//! `import panel, bokeh` check.
+//! `import panel, bokeh` check (and says it has Panel 1.9.4 and Bokeh 3.9.2).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -73,7 +73,7 @@ fn install_fake(dir: &Path, real_python: &Path) -> anyhow::Result<PathBuf> {
         format!(
             "#!/bin/sh\n\
              # Stands in for Python with Panel: passes tether's check, runs the stand-in worker.\n\
-             if [ \"$1\" = \"-c\" ] && [ \"$2\" = \"import panel, bokeh\" ]; then exit 0; fi\n\
+             case \"$1 $2\" in \"-c import panel, bokeh\"*) echo 1.9.4 3.9.2; exit 0;; esac\n\
              exec '{}' '{}' \"$@\"\n",
             real_python.display(),
             worker.display()

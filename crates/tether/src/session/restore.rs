@@ -11,7 +11,8 @@
 //! flight are first made to *take effect*. Independent changes go out together in one
 //! `PATCH-DOC`. Taking effect, checked on Panel 1.4 to 1.9:
 //! - a widget change reaches Python in a timer 50 ms after the worker applied it (just before
-//!   its `OK`), so the restore waits [`SETTLE_PAUSE`] after the last change's `OK`;
+//!   its `OK`), so the restore waits [`SETTLE_PAUSE`] after the last change's `OK`, or less
+//!   when every change in flight has shown again all the effects it had when recorded;
 //! - then a barrier, an empty `PATCH-DOC`: the worker handles messages in order under the
 //!   document lock, so its `OK` comes after every callback that was due, and their patches;
 //! - a step whose recorded effects have not been seen again by then (an async callback) gets
@@ -317,7 +318,12 @@ where
     }
 
     /// Makes every step in flight take effect (see the module docs), then forgets them.
-    async fn settle(&mut self, steps: &[Step]) -> Result<(), RestoreError> {
+    ///
+    /// With `reach_python` (an event is next on a Panel that does not queue it, or the page is
+    /// about to be handed over) every change must have reached Python, which only its recorded
+    /// effects coming back can show sooner than the debounce. Otherwise (a step depends on the
+    /// effects of some in flight) only what the steps are known to cause must have arrived.
+    async fn settle(&mut self, steps: &[Step], reach_python: bool) -> Result<(), RestoreError> {
         self.send_batch().await?;
         self.drain().await?;
         while !self.resend.is_empty() {
@@ -337,10 +343,13 @@ where
         if self.flight.is_empty() {
             return Ok(());
         }
-        if self.flight.iter().any(|f| f.change) {
-            if let Some(ok) = self.last_change_ok {
-                tokio::time::sleep_until(self.deadline.min(ok + SETTLE_PAUSE)).await;
-            }
+        let began = Instant::now();
+        let waiting = self.flight.len();
+        if let (true, Some(ok)) = (self.flight.iter().any(|f| f.change), self.last_change_ok) {
+            // Until Panel's debounce has surely passed, or, sooner, until every change in
+            // flight has shown all the effects it had when recorded (it has reached Python).
+            let until = self.deadline.min(ok + SETTLE_PAUSE);
+            while !self.arrived(reach_python) && self.read_until(until).await?.is_some() {}
         }
         self.barrier().await?;
         let until = Instant::now() + EXTRA_WAIT;
@@ -349,17 +358,46 @@ where
                 .await;
             self.barrier().await?;
         }
+        tracing::debug!(
+            steps = waiting,
+            ms = began.elapsed().as_secs_f64() * 1000.0,
+            unseen = self.flight.iter().map(|f| f.unseen.len()).sum::<usize>(),
+            "replay steps took effect"
+        );
         self.flight.clear();
         Ok(())
     }
 
-    /// Whether `entry` must wait for the steps in flight to take effect first.
-    fn must_wait(&self, entry: &Entry) -> bool {
-        let event = matches!(entry, Entry::Event { .. });
-        self.flight.iter().any(|f| {
-            causal::depends(entry, f.effects.as_deref())
-                || (event && f.change && self.plan.events_wait_for_changes)
+    /// Whether the steps in flight have taken effect as far as their recorded effects tell:
+    /// every one's were seen again, no change's are unknown, and with `reach_python` every
+    /// change showed some (a change known to cause nothing shows nothing, so it must wait
+    /// out the debounce).
+    fn arrived(&self, reach_python: bool) -> bool {
+        self.flight.iter().all(|f| match &f.effects {
+            None => !f.change,
+            Some(e) => f.unseen.is_empty() && !(reach_python && f.change && e.is_empty()),
         })
+    }
+
+    /// Like [`Replayer::read`], but `None` once `until` passes with no whole message.
+    async fn read_until(&mut self, until: Instant) -> Result<Option<Message>, RestoreError> {
+        match tokio::time::timeout_at(until, self.read()).await {
+            Ok(read) => read.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Whether `entry` must wait for the steps in flight to take effect first: `None` when
+    /// not; `Some(true)` when the changes in flight must also have reached Python.
+    fn must_wait(&self, entry: &Entry) -> Option<bool> {
+        let event = matches!(entry, Entry::Event { .. });
+        let python =
+            event && self.plan.events_wait_for_changes && self.flight.iter().any(|f| f.change);
+        let depends = self
+            .flight
+            .iter()
+            .any(|f| causal::depends(entry, f.effects.as_deref()));
+        (python || depends).then_some(python)
     }
 
     /// The step's event in this session's ids, applied to the graph as the browser would
@@ -422,8 +460,8 @@ where
         self.barrier().await?;
         for (index, step) in steps.iter().enumerate() {
             let entry = &step.entry;
-            if self.must_wait(entry) {
-                self.settle(steps).await?;
+            if let Some(reach_python) = self.must_wait(entry) {
+                self.settle(steps, reach_python).await?;
             }
             let event = match self.translate(entry) {
                 Ok(event) => {
@@ -435,7 +473,7 @@ where
                 {
                     // Perhaps a step in flight creates it (a plot drawn by a click): let them
                     // take effect, then try once more.
-                    self.settle(steps).await?;
+                    self.settle(steps, true).await?;
                     match self.resolve(index, entry) {
                         Some(event) => event,
                         None => continue,
@@ -465,7 +503,9 @@ where
                 self.send(&msg, vec![index], false).await?;
             }
         }
-        self.settle(steps).await?;
+        // Before the page is handed over everything settles fully, so that a replacement no
+        // recording foresaw is still seen and counted.
+        self.settle(steps, true).await?;
         self.check_targets(steps);
         Ok(())
     }

@@ -278,13 +278,10 @@ async fn a_step_waits_for_the_callback_of_an_earlier_step_that_reaches_it() {
         "{}",
         got[0].1
     );
-    // b's change waits: Panel's debounce, then a barrier, so a's callback has run.
+    // b's change waits until a's callback has run (its effects are back), then a barrier.
     assert_eq!(got[1].1, BARRIER);
-    assert!(
-        got[1].0 - got[0].0 >= SETTLE_PAUSE,
-        "{:?}",
-        got[1].0 - got[0].0
-    );
+    let waited = got[1].0 - got[0].0;
+    assert!(waited >= Duration::from_millis(55), "{waited:?}");
     assert!(
         got[2].1.contains("\"b1\"") && got[2].1.contains("y2"),
         "{}",
@@ -403,4 +400,31 @@ async fn a_periodic_callback_does_not_hold_the_restore() {
         2,
         "the change and one barrier"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_whose_recorded_effects_are_back_needs_no_full_debounce() {
+    let (gateway, worker) = pair();
+    // An app without Panel's debounce: the echo comes 5 ms after the change.
+    let received = fake_worker(worker, |content| {
+        content.contains("\"t1\"").then(|| {
+            (
+                Duration::from_millis(5),
+                r#"{"events":[{"kind":"ModelChanged","model":{"id":"b1"},"attr":"value","new":"echo"}]}"#.to_owned(),
+            )
+        })
+    });
+    let steps = [change(
+        "r0/children/3",
+        "TextInput",
+        serde_json::json!("hi"),
+        &["r0/children/1/value"],
+    )];
+    let mut stream = WorkerStream::new(gateway, MessageLimits::default());
+    let restored = restore(&mut stream, &steps, plan(Duration::from_secs(10), true)).await;
+    assert_eq!(restored.result.unwrap().applied, 1);
+    let got = steps_received(&received);
+    assert_eq!(got[1].1, BARRIER);
+    let waited = got[1].0 - got[0].0;
+    assert!(waited < SETTLE_PAUSE / 2, "{waited:?}");
 }

@@ -251,6 +251,16 @@ impl Tab {
         );
     }
 
+    /// Sends one PATCH-DOC and returns the type of the worker's answer (`OK` or `ERROR`).
+    pub async fn send_patch(&mut self, events: Value) -> String {
+        let id = self.send("PATCH-DOC", json!({ "events": events })).await;
+        let reply = self.reply_to(&id).await;
+        reply.header["msgtype"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// A widget change, as BokehJS sends it; applied to our copy too (no echo comes back).
     pub async fn set(&mut self, id: &str, attr: &str, new: Value) {
         self.patch(
@@ -279,9 +289,13 @@ impl Tab {
         .await;
     }
 
-    /// Reads until the worker has been quiet for a while, applying patches.
+    /// Reads until the worker has been quiet for a while, applying patches; an app that is
+    /// never quiet (a periodic callback) is read for 3 s at most.
     pub async fn settle(&mut self) {
-        while self.recv_within(Duration::from_millis(400)).await.is_some() {}
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < until
+            && self.recv_within(Duration::from_millis(400)).await.is_some()
+        {}
     }
 
     /// Waits until `pred` holds on the document (patches applied as they come), or panics.

@@ -101,6 +101,40 @@ impl Doc {
             .unwrap_or(Value::Null)
     }
 
+    /// Models of a type reachable from the roots now: what the browser shows, without the
+    /// models a patch has replaced.
+    pub fn shown(&self, suffix: &str) -> Vec<&Value> {
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(o) => match o.get("id").and_then(Value::as_str) {
+                    // A model, by reference or in full: its current copy is in `models`; a
+                    // nested full copy may be stale.
+                    Some(id) => out.push(id.to_owned()),
+                    None => o.values().for_each(|x| refs(x, out)),
+                },
+                Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: Vec<String> = self.roots.clone();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(m) = self.models.get(&id) {
+                refs(&m["attributes"], &mut todo);
+            }
+        }
+        let mut v: Vec<&Value> = self
+            .of_type(suffix)
+            .into_iter()
+            .filter(|m| m["id"].as_str().is_some_and(|id| seen.contains(id)))
+            .collect();
+        v.sort_by_key(|m| id_num(m["id"].as_str().unwrap_or("")));
+        v
+    }
+
     /// The whole document as text, for "this never appears" checks.
     pub fn text(&self) -> String {
         serde_json::to_string(&self.models).unwrap()
