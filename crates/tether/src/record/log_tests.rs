@@ -155,7 +155,7 @@ fn persisted_form_round_trips_and_is_versioned() {
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(
         text.starts_with(
-            r#"{"version":1,"dropped":1,"entries":[{"kind":"event","name":"button_click""#
+            r#"{"version":2,"dropped":1,"entries":[{"kind":"event","name":"button_click""#
         ),
         "{text}"
     );
@@ -174,8 +174,8 @@ fn persisted_form_round_trips_and_is_versioned() {
     assert_eq!(list(&small), vec![change("r0/c", "value", json!("hi"))]);
     assert_eq!(small.dropped(), 2);
     assert!(matches!(
-        Log::from_bytes(br#"{"version":2,"entries":[]}"#, LogLimits::default()),
-        Err(LogError::Version(2))
+        Log::from_bytes(br#"{"version":3,"entries":[]}"#, LogLimits::default()),
+        Err(LogError::Version(3))
     ));
     for bad in [
         &b""[..],
@@ -200,4 +200,43 @@ fn a_zero_bound_keeps_nothing() {
     log.push(click("r0"));
     assert!(log.is_empty());
     assert_eq!(log.dropped(), 1);
+}
+
+#[test]
+fn effects_are_kept_found_by_sequence_and_unknown_in_version_1_logs() {
+    let mut log = Log::new(LogLimits::default());
+    let (a, _) = log.push_step(Step {
+        entry: change("r0/a", "value", json!(1)),
+        effects: Some(Vec::new()),
+    });
+    let (b, _) = log.push_step(Step {
+        entry: change("r0/b", "value", json!(1)),
+        effects: Some(Vec::new()),
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(log.add_effects(a, &["r0/c/text".into()]));
+    assert!(!log.add_effects(a, &["r0/c/text".into()]), "no news");
+    // Compaction moves r0/a to the end; its effects go with the newer entry only.
+    log.push_step(Step {
+        entry: change("r0/a", "value", json!(2)),
+        effects: Some(vec!["r0/d/text".into()]),
+    });
+    assert!(!log.add_effects(a, &["r0/x/y".into()]), "compacted away");
+    assert!(log.add_effects(b, &["r0/e/text".into()]));
+    let steps: Vec<Step> = log.steps().cloned().collect();
+    assert_eq!(steps[0].effects, Some(vec!["r0/e/text".to_owned()]));
+    assert_eq!(steps[1].effects, Some(vec!["r0/d/text".to_owned()]));
+    let bytes: usize = log
+        .steps()
+        .map(|s| serde_json::to_vec(s).unwrap().len())
+        .sum();
+    assert_eq!(log.bytes(), bytes, "the size bound counts the effects");
+    let back = Log::from_bytes(&log.to_bytes(), LogLimits::default()).unwrap();
+    assert_eq!(back.steps().cloned().collect::<Vec<_>>(), steps);
+    // A log written before effects were recorded restores, with them unknown.
+    let v1 = br#"{"version":1,"dropped":0,"entries":[{"kind":"change","path":"r0/a","type_name":"Slider","attr":"value","value":3}]}"#;
+    let old = Log::from_bytes(v1, LogLimits::default()).unwrap();
+    let step = old.steps().next().unwrap();
+    assert_eq!(step.entry, change("r0/a", "value", json!(3)));
+    assert_eq!(step.effects, None);
 }
