@@ -73,8 +73,9 @@ class Tether:
     same `.tether/secret` and `.tether/state.db` are used, and on the same port if it is
     still free."""
 
-    def __init__(self, workdir: Path, log_path: Path):
+    def __init__(self, workdir: Path, log_path: Path, extra_args: list[str] | None = None):
         self.workdir = workdir
+        self.extra_args = extra_args or []
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
@@ -92,7 +93,7 @@ class Tether:
         env["TETHER_PYTHON"] = str(PYTHON)
         env["TETHER_LOG"] = env.get("TETHER_E2E_LOG", "tether=debug")
         env.pop("BOKEH_SECRET_KEY", None)
-        cmd = [str(TETHER_BIN), "serve", str(APP), "--port", str(self.port)]
+        cmd = [str(TETHER_BIN), "serve", str(APP), "--port", str(self.port), *self.extra_args]
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)} (cwd {self.workdir})\n".encode())

@@ -1,10 +1,11 @@
 """A stand-in Panel worker for tether-bench's idle-connection measurement.
 
-tether starts its workers as `python -c BOOTSTRAP APPS -- --port P ...`; the `python`
+tether starts its workers as `python -c BOOTSTRAP APPS -- --unix-socket PATH ...`; the `python`
 that tether-bench passes as `--python` runs this script instead, with those arguments.
 It speaks just enough of a Bokeh server for an idle tab, using only the standard library:
 
-- GET /<app>?bokeh-session-id=ID answers a page whose token is signed with
+- GET /<app> with a `Bokeh-Session-Id: ID` header (or `?bokeh-session-id=ID`) answers a page
+  whose token is signed with
   BOKEH_SECRET_KEY, as Bokeh signs it, so tether accepts the websocket that follows;
 - a websocket upgrade answers 101 with the `bokeh` subprotocol and an ACK message; then
   every message that comes is answered at once, in one write, with its OK and a PATCH-DOC
@@ -12,7 +13,7 @@ It speaks just enough of a Bokeh server for an idle tab, using only the standard
   shows what the proxy in between adds).
 
 Started by tether, it exits when its standard input (tether's lifeline pipe) closes. Run
-directly, it takes `--port P` too.
+directly, it takes `--port P` instead.
 """
 import asyncio
 import base64
@@ -97,7 +98,8 @@ async def echo(reader, writer):
 
 async def serve(reader, writer):
     sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         while True:
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
@@ -120,7 +122,7 @@ async def serve(reader, writer):
                 await echo(reader, writer)
                 return
             query = target.partition("?")[2]
-            session = next(
+            session = headers.get("bokeh-session-id") or next(
                 (p.split("=", 1)[1] for p in query.split("&") if p.startswith("bokeh-session-id=")),
                 "none",
             )
@@ -145,8 +147,13 @@ def lifeline():
 
 
 async def main():
-    port = int(sys.argv[sys.argv.index("--port") + 1])
-    server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=4096)
+    if "--unix-socket" in sys.argv:
+        path = sys.argv[sys.argv.index("--unix-socket") + 1]
+        server = await asyncio.start_unix_server(serve, path, backlog=4096)
+        os.chmod(path, 0o600)
+    else:
+        port = int(sys.argv[sys.argv.index("--port") + 1])
+        server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=4096)
     async with server:
         await server.serve_forever()
 

@@ -35,8 +35,11 @@ pub mod defaults {
     pub const MAX_SESSIONS: usize = 10_000;
     /// Largest websocket message, in bytes.
     pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
-    /// Largest request head, in bytes.
-    pub const MAX_HEADER_SIZE: usize = 64 << 10;
+    /// Most bytes of unfinished browser messages held over all connections.
+    pub const MAX_BUFFERED: usize = 256 << 20;
+    /// Largest request head, in bytes: the workers (Tornado) take 64 KiB, and tether keeps
+    /// room for the forwarding headers it adds.
+    pub const MAX_HEADER_SIZE: usize = 60 << 10;
     /// Longest a client may take to send its request head.
     pub const HANDSHAKE_TIMEOUT: &str = "10s";
     /// A websocket silent this long is closed.
@@ -81,6 +84,10 @@ pub struct Config {
     pub limits: Limits,
     /// Extra recording exclusions, in `record::Policy` text form.
     pub exclude: Option<String>,
+    /// Host names a browser may use to reach the gateway (`Host`, and `X-Forwarded-Host`
+    /// when a proxy sends it); `*.domain` matches a domain's hosts and `*` any. A page or
+    /// websocket for another name is refused, which defeats DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Config {
@@ -101,7 +108,50 @@ impl Config {
             shutdown_grace: duration(defaults::SHUTDOWN_GRACE),
             limits: Limits::default(),
             exclude: None,
+            allowed_hosts: default_hosts(&std::net::Ipv4Addr::LOCALHOST.into()),
         }
+    }
+
+    /// Whether `host` (a `Host` header: a name or address, perhaps with a port) is allowed.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let name = host_name(host);
+        self.allowed_hosts.iter().any(|allowed| {
+            let allowed = allowed.trim().trim_start_matches('[').trim_end_matches(']');
+            allowed == "*"
+                || allowed.eq_ignore_ascii_case(name)
+                || allowed.strip_prefix("*.").is_some_and(|domain| {
+                    name.len() > domain.len()
+                        && name[name.len() - domain.len()..].eq_ignore_ascii_case(domain)
+                        && name.as_bytes()[name.len() - domain.len() - 1] == b'.'
+                })
+        })
+    }
+}
+
+/// The host names allowed when none are given: the loopback names, and the listening
+/// address itself unless it is a wildcard (0.0.0.0, ::), as `panel serve` does.
+pub fn default_hosts(address: &std::net::IpAddr) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .map(str::to_owned)
+        .to_vec();
+    if !address.is_unspecified() && !address.is_loopback() {
+        hosts.push(address.to_string());
+    }
+    hosts
+}
+
+/// The name part of a `Host` value: `[::1]:5006` is `::1`, `example.org:80` is `example.org`.
+fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match host.rsplit_once(':') {
+        // One colon: a port. More: a bare IPv6 address.
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
     }
 }
 
@@ -116,6 +166,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest websocket message (and frame) from either side, in bytes.
     pub max_message_bytes: usize,
+    /// Most bytes of browser messages begun and not finished, over all connections; past it
+    /// the connection that would exceed it is closed with 1009.
+    pub max_buffered_bytes: usize,
     /// Longest a client may take to send a request head, and a worker to accept a websocket.
     pub handshake_timeout: Duration,
     /// A websocket whose browser has sent nothing, not even a pong, for this long is closed.
@@ -129,6 +182,7 @@ impl Default for Limits {
             max_sessions: defaults::MAX_SESSIONS,
             max_header_bytes: defaults::MAX_HEADER_SIZE,
             max_message_bytes: defaults::MAX_MESSAGE_SIZE,
+            max_buffered_bytes: defaults::MAX_BUFFERED,
             handshake_timeout: duration(defaults::HANDSHAKE_TIMEOUT),
             idle_timeout: duration(defaults::IDLE_TIMEOUT),
         }
@@ -167,5 +221,32 @@ mod tests {
         assert_eq!(c.live_ttl, Duration::from_secs(3600));
         assert_eq!(c.state_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn hosts_are_matched_by_name_whatever_the_port() {
+        let mut c = Config::new(Vec::new());
+        for ok in ["localhost:5006", "127.0.0.1", "[::1]:5006", "LOCALHOST"] {
+            assert!(c.host_allowed(ok), "{ok}");
+        }
+        for no in [
+            "evil.example",
+            "127.0.0.1.evil.example:5006",
+            "",
+            "localhost.evil",
+        ] {
+            assert!(!c.host_allowed(no), "{no}");
+        }
+        c.allowed_hosts = vec!["*.example.org".into(), "10.0.0.5".into()];
+        assert!(c.host_allowed("dash.example.org:443"));
+        assert!(!c.host_allowed("example.org"));
+        assert!(!c.host_allowed("badexample.org"));
+        assert!(c.host_allowed("10.0.0.5:5006"));
+        assert!(!c.host_allowed("localhost"));
+        c.allowed_hosts = vec!["*".into()];
+        assert!(c.host_allowed("anything:1"));
+        let lan = default_hosts(&"192.168.1.7".parse().unwrap());
+        assert!(lan.contains(&"192.168.1.7".to_owned()));
+        assert_eq!(default_hosts(&"0.0.0.0".parse().unwrap()).len(), 3);
     }
 }

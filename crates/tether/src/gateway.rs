@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::metrics::{Gauges, Metrics, WorkerGauge};
+use crate::session::budget::Budget;
 use crate::session::registry::{Context, Generations, Registry};
 use crate::state::States;
 use crate::workers::{Endpoint, Versions, Workers};
@@ -36,6 +37,8 @@ pub struct Gateway {
     session_refusals: LogThrottle,
     /// The Panel and Bokeh the workers run, which decide how a restore orders its steps.
     versions: Versions,
+    /// Bytes of unfinished browser messages, over all websockets.
+    budget: Arc<Budget>,
 }
 
 impl Generations for Workers {
@@ -54,6 +57,7 @@ impl Gateway {
         states: States,
         versions: Versions,
     ) -> Gateway {
+        let budget = Budget::new(config.limits.max_buffered_bytes);
         Gateway {
             keys,
             registry: Arc::new(Registry::new(config.live_ttl, config.limits.max_sessions)),
@@ -64,7 +68,13 @@ impl Gateway {
             metrics: Arc::new(Metrics::default()),
             session_refusals: LogThrottle::default(),
             versions,
+            budget,
         }
+    }
+
+    /// The bound on unfinished browser messages, shared by every websocket.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     /// The Panel and Bokeh the workers run.
@@ -106,6 +116,16 @@ impl Gateway {
         self.workers.endpoint(worker)
     }
 
+    /// The socket worker slot `worker` listens on.
+    pub fn socket(&self, worker: usize) -> std::path::PathBuf {
+        self.workers.socket(worker)
+    }
+
+    /// The private directory of the workers' sockets.
+    pub fn socket_dir(&self) -> std::path::PathBuf {
+        self.workers.dir().to_owned()
+    }
+
     /// Worker slots that accept connections now.
     pub fn workers_up(&self) -> usize {
         self.workers.up()
@@ -115,7 +135,7 @@ impl Gateway {
     pub fn least_loaded(&self) -> usize {
         let load = self.registry.load(self.workers.len());
         (0..self.workers.len())
-            .filter(|&w| self.endpoint(w).port != 0)
+            .filter(|&w| self.endpoint(w).up)
             .min_by_key(|&w| load[w])
             .unwrap_or(0)
     }
@@ -151,7 +171,7 @@ impl Gateway {
             .map(|w| {
                 let e = self.endpoint(w);
                 WorkerGauge {
-                    up: e.port != 0,
+                    up: e.up,
                     sessions: load[w],
                     restarts: e.generation.saturating_sub(1),
                 }
@@ -161,6 +181,7 @@ impl Gateway {
             live_sessions,
             store: self.states.writer_stats(),
             store_failing: self.states.refusing_writes(),
+            buffered_bytes: self.budget.used(),
             workers,
         }
     }

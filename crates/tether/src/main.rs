@@ -71,6 +71,9 @@ struct Serve {
     /// Largest websocket message from a browser or worker, in bytes.
     #[arg(long, default_value_t = defaults::MAX_MESSAGE_SIZE)]
     max_message_size: usize,
+    /// Most bytes of unfinished browser messages the gateway holds, over all connections.
+    #[arg(long, default_value_t = defaults::MAX_BUFFERED)]
+    max_buffered_bytes: usize,
     /// Largest HTTP request head, in bytes.
     #[arg(long, default_value_t = defaults::MAX_HEADER_SIZE)]
     max_header_size: usize,
@@ -86,6 +89,10 @@ struct Serve {
     /// More things never to record, e.g. "field:TextInput.value,model:MyWidget,event:tap".
     #[arg(long)]
     exclude: Option<String>,
+    /// A host name browsers may use to reach tether (repeatable; `*.example.com` for a
+    /// domain, `*` for any) [default: localhost, 127.0.0.1, ::1 and --address].
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_host: Vec<String>,
     /// Arguments after `--` go to `panel serve` verbatim.
     #[arg(last = true)]
     panel_args: Vec<String>,
@@ -150,11 +157,17 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.replay_timeout = s.replay_timeout;
     config.exclude = s.exclude;
     config.shutdown_grace = s.shutdown_grace;
+    config.allowed_hosts = if s.allow_host.is_empty() {
+        tether::config::default_hosts(&addr.ip())
+    } else {
+        s.allow_host
+    };
     config.limits = tether::config::Limits {
         max_connections: s.max_connections.max(1),
         max_sessions: s.max_sessions.max(1),
         max_header_bytes: s.max_header_size,
         max_message_bytes: s.max_message_size,
+        max_buffered_bytes: s.max_buffered_bytes,
         handshake_timeout: s.handshake_timeout,
         idle_timeout: s.idle_timeout,
     };

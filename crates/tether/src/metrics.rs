@@ -44,6 +44,8 @@ pub struct Gauges {
     pub store: WriterStats,
     /// The store refuses writes right now.
     pub store_failing: bool,
+    /// Bytes of unfinished browser messages held now.
+    pub buffered_bytes: usize,
     /// One per worker slot, in slot order.
     pub workers: Vec<WorkerGauge>,
 }
@@ -215,6 +217,12 @@ impl Metrics {
             "counter",
             "Pages refused at the session limit (--max-sessions).",
             count(&self.sessions_refused),
+        );
+        m.one(
+            "buffered_bytes",
+            "gauge",
+            "Bytes of browser messages begun and not finished, over all websockets (--max-buffered-bytes).",
+            gauges.buffered_bytes,
         );
         render_store(gauges, &mut m);
         render_workers(gauges, &mut m);

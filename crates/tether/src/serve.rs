@@ -33,6 +33,36 @@ pub enum ServeError {
     Io(#[source] std::io::Error),
 }
 
+/// The gateway's private directory (mode 0700, under the system's temporary directory) of
+/// worker sockets; removed when the gateway ends.
+struct SocketDir(PathBuf);
+
+impl SocketDir {
+    fn create() -> Result<SocketDir, WorkerError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let name = format!(
+            "tether-{}-{}",
+            std::process::id(),
+            crate::auth::token::nonce(8)
+        );
+        let dir = std::env::temp_dir().join(name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| WorkerError::SocketDir {
+                dir: dir.clone(),
+                source,
+            })?;
+        Ok(SocketDir(dir))
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn validate_apps(apps: &[PathBuf]) -> Result<Vec<String>, ServeError> {
     if apps.is_empty() {
         return Err(ServeError::App(
@@ -82,6 +112,7 @@ pub async fn run(
     );
     let keys = Secret::load_or_create(&config.secret_file)?.keys();
     let states = States::open(&config).await?;
+    let sockets = SocketDir::create()?;
     let spec = Arc::new(WorkerSpec {
         python: config.python.clone(),
         apps: config.apps.clone(),
@@ -90,6 +121,7 @@ pub async fn run(
         // Longer than the gateway's own TTL, so a session we consider alive always is.
         unused_session_lifetime: config.live_ttl + std::time::Duration::from_secs(60),
         start_timeout: config.worker_start_timeout,
+        socket_dir: sockets.0.clone(),
     });
     let (stop_workers, stop_rx) = watch::channel(false);
     let mut slots = Vec::new();
@@ -113,7 +145,7 @@ pub async fn run(
         keys,
         config,
         apps,
-        Workers::new(slots),
+        Workers::new(slots, sockets.0.clone()),
         states,
         versions,
     ));
@@ -151,7 +183,8 @@ async fn accept_loop(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.handshake_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        // Room for the whole head; its exact bound is checked on each request below.
+        .max_buf_size((limits.max_header_bytes + (8 << 10)).max(8192));
     let refusals = LogThrottle::default();
     let mut stopping = stop.clone();
     loop {
@@ -181,12 +214,19 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let permit = ConnectionPermit::new(permit);
         let app = app.clone();
+        let max_head = limits.max_header_bytes;
         let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(permit.clone());
             let app = app.clone();
             async move {
                 use tower::ServiceExt;
+                if head_bytes(&req) > max_head {
+                    return Ok(crate::http::proxy::plain(
+                        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "The request's headers are too large; clear this site's cookies or raise --max-header-size.",
+                    ));
+                }
                 app.oneshot(req.map(Body::new)).await
             }
         });
@@ -213,4 +253,15 @@ async fn accept_loop(
     // again means the drain is complete.
     let _ = tokio::time::timeout(grace, slots.acquire_many(max as u32)).await;
     Ok(())
+}
+
+/// Bytes of a request head as it came: request line, headers, blank line.
+fn head_bytes<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + 1 + req.uri().to_string().len() + 11;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + headers + 2
 }

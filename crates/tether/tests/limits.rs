@@ -233,3 +233,174 @@ async fn session_cap_refuses_only_new_visitors() {
         "logged once"
     );
 }
+
+/// The head bound is tether's, exactly: below it the worker answers; above it tether says
+/// 431, never a 502 from a worker that refuses what tether let through.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_head_limit_is_the_documented_one() {
+    let dir = tempdir();
+    let t = Tether::start(dir.path(), &[app("tests/apps/plain_bokeh.py")], &[]);
+    let status = |kib: usize| {
+        let t = &t;
+        async move {
+            let mut s = TcpStream::connect(addr(t)).await.unwrap();
+            // The whole head, request line included, is about `kib` KiB.
+            let pad = "a".repeat((kib << 10) - 100);
+            let req = format!(
+                "GET /plain_bokeh HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {pad}\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let reply = read_to_close(&mut s, Duration::from_secs(30))
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&reply[..reply.len().min(12)]).into_owned()
+        }
+    };
+    assert_eq!(
+        status(59).await,
+        "HTTP/1.1 200",
+        "59 KiB reaches the worker"
+    );
+    assert_eq!(
+        status(61).await,
+        "HTTP/1.1 431",
+        "61 KiB is over the 60 KiB default"
+    );
+    assert_eq!(status(100).await, "HTTP/1.1 431", "never a 502");
+}
+
+/// Every request form gets an HTTP answer, and the gateway serves on after them.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_form_gets_an_answer() {
+    let dir = tempdir();
+    let t = Tether::start(dir.path(), &[app("tests/apps/plain_bokeh.py")], &[]);
+    for head in [
+        "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n",
+        "GET http://127.0.0.1/plain_bokeh HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "GET //plain_bokeh HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "DELETE /.tether/forget HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(addr(&t)).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut reply))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&reply[..n]);
+        assert!(text.starts_with("HTTP/1.1 "), "{head:?} got {text:?}");
+        if head.starts_with("DELETE") {
+            assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+        }
+    }
+    let mut b = Browser::new();
+    let tab = b.open(&t.base, "plain_bokeh").await;
+    assert!(!tab.doc.of_type("Slider").is_empty(), "still serving");
+}
+
+/// At `--max-sessions`, a returning user with saved state is still restored: only new
+/// visitors are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_session_cap_a_returning_user_is_restored() {
+    let dir = tempdir();
+    let mut t = Tether::start(
+        dir.path(),
+        &[app("tests/apps/plain_bokeh.py")],
+        &["--max-sessions", "2"],
+    );
+    let mut returning = Browser::new();
+    let mut tab = returning.open(&t.base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    tab.set(&slider, "value", json!(6)).await;
+    tab.close().await;
+    t.restart();
+    for _ in 0..2 {
+        assert_eq!(
+            Browser::new().get(&t.url("/plain_bokeh"), &[]).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        Browser::new().get(&t.url("/plain_bokeh"), &[]).await.status,
+        503
+    );
+    let tab = returning.open(&t.base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    assert_eq!(tab.doc.attr(&slider, "value"), json!(6));
+}
+
+/// Starts a text frame that announces `len` bytes and sends only `sent` of them.
+async fn unfinished_frame(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    len: usize,
+    sent: usize,
+) {
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+        panic!("plain TCP");
+    };
+    // FIN + text; masked, 64-bit length; an all-zero mask leaves the payload as it is.
+    let mut head = vec![0x81u8, 0x80 | 127];
+    head.extend_from_slice(&(len as u64).to_be_bytes());
+    head.extend_from_slice(&[0, 0, 0, 0]);
+    tcp.write_all(&head).await.unwrap();
+    tcp.write_all(&vec![b'x'; sent]).await.unwrap();
+    tcp.flush().await.unwrap();
+}
+
+/// Unfinished messages over all connections together stay under --max-buffered-bytes: the
+/// connection that would go past it is closed with 1009, and nobody else is touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn unfinished_messages_share_one_budget() {
+    let dir = tempdir();
+    let t = Tether::start(
+        dir.path(),
+        &[app("tests/apps/plain_bokeh.py")],
+        &[
+            "--max-buffered-bytes",
+            "300000",
+            "--max-message-size",
+            "1000000",
+        ],
+    );
+    let metric = || async {
+        let text = common::bokeh::http_get(&t.url("/.tether/metrics"), &[])
+            .await
+            .2;
+        text.lines()
+            .find_map(|l| l.strip_prefix("tether_buffered_bytes "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap()
+    };
+    let mut good = Browser::new();
+    let mut tab = good.open(&t.base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+
+    let (mut a, mut b) = (Browser::new(), Browser::new());
+    let mut holder = raw_ws(&t, &mut a, "plain_bokeh").await;
+    unfinished_frame(&mut holder, 500_000, 200_000).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric().await < 200_000 {
+        assert!(tokio::time::Instant::now() < deadline, "the bytes are held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second one cannot hold as much again: it is closed, 1009.
+    let mut second = raw_ws(&t, &mut b, "plain_bokeh").await;
+    unfinished_frame(&mut second, 500_000, 200_000).await;
+    assert_eq!(close_code(&mut second).await, Some(CloseCode::Size));
+    assert!(
+        metric().await <= 300_000,
+        "the gateway stays under its budget"
+    );
+    // The well-behaved user is untouched.
+    tab.set(&slider, "value", json!(3)).await;
+    tab.wait_for("the div", |d| d.text().contains("value=3"))
+        .await;
+    // Once the holder goes, its bytes are given back.
+    drop(holder);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric().await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -327,3 +327,67 @@ async fn sessions_are_bound_to_their_app_not_to_a_user_agent() {
     assert!(!tab.doc.of_type("Slider").is_empty());
     tab.close().await;
 }
+
+/// Workers listen on Unix sockets in a directory only the gateway's user may enter: another
+/// local user's process cannot reach one, page token or not, and no worker has a TCP port.
+/// (Run as root, as `make test` is, to have another user to try it as.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_is_reachable_by_the_gateway_alone() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempdir();
+    let tether = Tether::start(dir.path(), &[app("tests/apps/plain_bokeh.py")], &[]);
+    let mut b = Browser::new();
+    let tab = b.open(&tether.base, "plain_bokeh").await;
+    assert!(
+        !tab.doc.of_type("Slider").is_empty(),
+        "the gateway reaches it"
+    );
+    let worker = tether.workers()[0];
+    let cmdline = std::fs::read(format!("/proc/{worker}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(!args.iter().any(|a| a == "--port"), "{args:?}");
+    let socket = args
+        .iter()
+        .skip_while(|a| *a != "--unix-socket")
+        .nth(1)
+        .expect("a worker socket")
+        .clone();
+    let socket = std::path::Path::new(&socket);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+    assert_eq!(mode(socket), 0o600);
+    let me = std::fs::metadata(socket).unwrap().uid();
+    assert_eq!(me, current_uid(), "owned by the gateway's user");
+    // Another user (nobody) tries to connect, as a local attacker with a stolen token would.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::python())
+        .args([
+            "-c",
+            "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print('connected')\nexcept OSError as e:\n print(type(e).__name__)",
+        ])
+        .arg(socket)
+        .output()
+        .expect("setpriv runs (the test needs root)");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.trim(),
+        "PermissionError",
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// This process's user id, from /proc (no libc call needed in a test).
+fn current_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}

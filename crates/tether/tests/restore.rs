@@ -365,3 +365,47 @@ async fn forget_starts_fresh() {
         "still the initial value"
     );
 }
+
+/// Every way a password leaves the browser (its `value`, `value_input` on each key, and the
+/// `value_submit` event on Enter): none is written anywhere or replayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submitted_password_is_never_stored_or_replayed() {
+    let dir = tempdir();
+    let mut tether = Tether::start(dir.path(), &[app("tests/apps/password_submit.py")], &[]);
+    let mut b = Browser::new();
+    let mut tab = b.open(&tether.base, "password_submit").await;
+    let pw = tab.doc.id_of("PasswordInput", "title", "password");
+    let name = tab.doc.id_of("TextInput", "title", "name");
+    tab.set(&name, "value", json!("ada")).await;
+    tab.set(&pw, "value_input", json!("hunter2-secret")).await;
+    tab.set(&pw, "value", json!("hunter2-secret")).await;
+    tab.event(
+        "value_submit",
+        json!({"type": "map", "entries": [["model", {"id": pw}], ["value", "hunter2-secret"]]}),
+    )
+    .await;
+    tab.wait_for("the submit callback", |d| d.text().contains("submitted 1"))
+        .await;
+    tab.close().await;
+
+    tether.restart();
+    let tab = b.open(&tether.base, "password_submit").await;
+    let name = tab.doc.id_of("TextInput", "title", "name");
+    assert_eq!(
+        tab.doc.attr(&name, "value"),
+        json!("ada"),
+        "the rest restores"
+    );
+    assert!(
+        tab.doc.text().contains("submitted 0"),
+        "the submit is not replayed"
+    );
+    assert!(!tab.doc.text().contains("hunter2"), "nor the password");
+    tether.stop();
+    let stored = all_bytes(dir.path());
+    let needle = b"hunter2";
+    assert!(
+        !stored.windows(needle.len()).any(|w| w == needle),
+        "the password is in no state file"
+    );
+}

@@ -49,27 +49,30 @@ impl fmt::Display for UserId {
     }
 }
 
-/// The identity carried by a request's cookies, if its signature is good.
+/// The identity carried by a request's cookies: the first identity cookie whose signature is
+/// good.
 ///
-/// A request with more than one identity cookie has none: a cookie planted by a sibling
-/// subdomain or over plain HTTP must never be taken for the user's own.
+/// Others are ignored: a cookie planted by a sibling subdomain or over plain HTTP must
+/// neither be taken for the user's own nor lock the browser out of its own.
 pub fn from_headers(headers: &HeaderMap, key: &cookie::Key) -> Option<UserId> {
-    let mut jar = CookieJar::new();
-    let mut seen = 0;
     for value in headers.get_all(COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         for c in Cookie::split_parse(text).flatten() {
-            if c.name() == COOKIE_NAME {
-                seen += 1;
-                jar.add_original(c.into_owned());
+            if c.name() != COOKIE_NAME {
+                continue;
+            }
+            let mut jar = CookieJar::new();
+            jar.add_original(c.into_owned());
+            if let Some(user) = jar
+                .signed(key)
+                .get(COOKIE_NAME)
+                .and_then(|v| UserId::parse(v.value()))
+            {
+                return Some(user);
             }
         }
     }
-    if seen != 1 {
-        return None;
-    }
-    let verified = jar.signed(key).get(COOKIE_NAME)?;
-    UserId::parse(verified.value())
+    None
 }
 
 /// The `Set-Cookie` value for a new identity.
@@ -162,16 +165,27 @@ mod tests {
     }
 
     #[test]
-    fn two_identity_cookies_are_no_identity() {
-        let a = set_cookie_header(&UserId::random(), &key(), false);
-        let b = set_cookie_header(&UserId::random(), &key(), false);
+    fn a_planted_identity_cookie_neither_replaces_nor_locks_out_the_users_own() {
+        let mine = UserId::random();
+        let a = set_cookie_header(&mine, &key(), false);
         let pair = |v: &HeaderValue| v.to_str().unwrap().split(';').next().unwrap().to_owned();
+        let forged = "tether_id=0123456789abcdef0123456789abcdef";
+        for cookies in [
+            format!("{forged}; {}", pair(&a)),
+            format!("{}; {forged}", pair(&a)),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(COOKIE, HeaderValue::from_str(&cookies).unwrap());
+            assert_eq!(from_headers(&h, &key()), Some(mine.clone()), "{cookies}");
+        }
+        // Two good ones: the first, as the browser orders them (its own, older one).
+        let b = set_cookie_header(&UserId::random(), &key(), false);
         let mut h = HeaderMap::new();
         h.insert(
             COOKIE,
             HeaderValue::from_str(&format!("{}; {}", pair(&a), pair(&b))).unwrap(),
         );
-        assert_eq!(from_headers(&h, &key()), None);
+        assert_eq!(from_headers(&h, &key()), Some(mine));
     }
 
     #[test]

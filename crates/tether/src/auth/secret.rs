@@ -67,7 +67,13 @@ impl Secret {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(create_err)?;
+            // Only this user may look into a directory tether makes (existing ones are kept).
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(create_err)?;
         }
         let mut raw = [0u8; 32];
         rand::rngs::SysRng
@@ -162,6 +168,15 @@ mod tests {
         let a = Secret::load_or_create(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(dir.path().join("sub"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            dir_mode & 0o777,
+            0o700,
+            "the directory tether made is private"
+        );
         let b = Secret::load_or_create(&path).unwrap();
         assert_eq!(a.derive("x"), b.derive("x"));
         assert_ne!(a.derive("x"), a.derive("y"));

@@ -54,13 +54,18 @@ fn owner_mac(keys: &Keys, user: &str, app: &str, nonce: &str) -> String {
     out
 }
 
+/// `len` random characters from `[A-Za-z0-9]`.
+pub fn nonce(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
 /// Mints a signed Bokeh session id whose base also proves which (user, app) it belongs to.
 pub fn mint_session_id(keys: &Keys, user: &str, app: &str) -> String {
-    let nonce: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(NONCE_LEN)
-        .map(char::from)
-        .collect();
+    let nonce = nonce(NONCE_LEN);
     let base = format!("{nonce}{}", owner_mac(keys, user, app, &nonce));
     let sig = bokeh_sig(keys.bokeh.as_str(), &base);
     format!("{base}.{sig}")

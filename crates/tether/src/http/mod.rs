@@ -12,8 +12,12 @@ pub mod websocket;
 
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::extract::State;
+use axum::middleware::Next;
 use axum::routing::any;
 use axum::Router;
+use http::{header, Request, Response, StatusCode};
 
 use crate::gateway::Gateway;
 
@@ -35,8 +39,8 @@ pub struct Http {
 ///   forwarded to a worker as it is.
 pub fn router(gw: Arc<Gateway>) -> Router {
     let state = Http {
+        client: proxy::client(gw.socket_dir()),
         gw,
-        client: proxy::client(),
     };
     Router::new()
         .route("/", any(pages::index))
@@ -49,7 +53,113 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/{app}/", any(pages::app))
         .route("/{app}/ws", any(websocket::app_ws))
         .fallback(pages::asset)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            allowed_host,
+        ))
         .with_state(state)
+}
+
+/// The origin a browser shows for this gateway: `http(s)://host[:port]`, the host as the
+/// browser sent it (through a proxy, as the proxy says).
+fn own_origin(headers: &http::HeaderMap) -> Option<String> {
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())?
+        .split(',')
+        .next()?
+        .trim();
+    let scheme = if proxy::is_https(headers) {
+        "https"
+    } else {
+        "http"
+    };
+    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+}
+
+/// True when `origin` (an `Origin` header, or a URL's origin) is this gateway's own,
+/// scheme included.
+pub(crate) fn is_own_origin(headers: &http::HeaderMap, origin: &str) -> bool {
+    own_origin(headers).is_some_and(|own| own.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+}
+
+/// The `scheme://host` of a URL such as a `Referer`.
+fn origin_of(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = scheme.len() + 3 + rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            &url[..end]
+        }
+        None => url,
+    }
+}
+
+/// True unless the browser says the request came from another site or origin: by
+/// `Sec-Fetch-Site` when it sends one, else by `Origin`, else by `Referer`. (`SameSite=Lax`
+/// cookies travel on cross-site top-level navigations, so a state-changing GET must check.)
+pub(crate) fn from_own_site(headers: &http::HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none");
+    }
+    if let Some(origin) = text("origin") {
+        return is_own_origin(headers, origin);
+    }
+    if let Some(referer) = text("referer") {
+        return is_own_origin(headers, origin_of(referer));
+    }
+    true
+}
+
+/// Refuses a request for a host name the gateway does not serve (`--allow-host`): a page of
+/// another site that resolves its name to this machine (DNS rebinding) must not reach an app.
+/// Health and metrics answer any name, so that a load balancer may use an address.
+async fn allowed_host(State(h): State<Http>, req: Request<Body>, next: Next) -> Response<Body> {
+    let path = req.uri().path();
+    if path == "/.tether/health" || path == "/.tether/metrics" {
+        return next.run(req).await;
+    }
+    match refused_host(&h, req.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    }
+}
+
+/// The refusal for a request naming a host the gateway does not serve, if it does.
+fn refused_host(h: &Http, headers: &http::HeaderMap) -> Option<Response<Body>> {
+    let names: Vec<&str> = headers
+        .get_all(header::HOST)
+        .iter()
+        .chain(headers.get_all("x-forwarded-host").iter())
+        .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+        .map(str::trim)
+        .collect();
+    if names.is_empty() {
+        return Some(proxy::plain(
+            StatusCode::BAD_REQUEST,
+            "The request names no host; send a Host header, as browsers do.",
+        ));
+    }
+    let refused = names.into_iter().find(|n| !h.gw.config().host_allowed(n))?;
+    tracing::info!(
+        host = refused,
+        "request for a host tether does not serve refused"
+    );
+    let name: String = refused
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(100)
+        .collect();
+    Some(
+        Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from(format!(
+                "This app is not served under the name {name}; start tether with --allow-host {name} to allow it."
+            )))
+            .expect("static response"),
+    )
 }
 
 #[cfg(test)]

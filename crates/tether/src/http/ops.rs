@@ -3,10 +3,10 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use http::{header, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode};
 
 use super::pages::redirect;
-use super::{proxy, Http};
+use super::{from_own_site, proxy, Http};
 use crate::auth::identity;
 
 /// `/.tether/health`: 200 while a worker is ready (saying so when the store refuses writes).
@@ -36,18 +36,16 @@ pub async fn metrics(State(h): State<Http>) -> Response<Body> {
         .expect("static response")
 }
 
-/// True when the browser says the request came from another site. `SameSite=Lax` cookies
-/// still travel on cross-site top-level navigations, so a state-changing GET must check.
-fn cross_site(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-}
-
 /// `/.tether/forget?app=NAME`: drops the caller's live sessions and saved state, then sends
 /// them back to the app (or the index) to start afresh.
 pub async fn forget(State(h): State<Http>, req: Request<Body>) -> Response<Body> {
-    if cross_site(req.headers()) {
+    if req.method() != Method::GET && req.method() != Method::POST {
+        return proxy::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Forget is a GET or POST of /.tether/forget?app=NAME; open it from the app's address.",
+        );
+    }
+    if !from_own_site(req.headers()) {
         return proxy::plain(
             StatusCode::FORBIDDEN,
             "Another site asked to forget your state, so nothing was changed; open /.tether/forget from this site.",

@@ -80,8 +80,8 @@ pub(super) async fn forward_asset(
     req: Request<Body>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let port = h.gw.endpoint(h.gw.least_loaded()).port;
-    if port == 0 {
+    let worker = h.gw.least_loaded();
+    if !h.gw.endpoint(worker).up {
         return restarting();
     }
     let pq = req
@@ -93,13 +93,13 @@ pub(super) async fn forward_asset(
     let (path, query) = pq
         .split_once('?')
         .map_or((pq.as_str(), None), |(p, q)| (p, Some(q)));
-    let query = proxy::clean_query(query, None);
+    let query = proxy::clean_query(query);
     let pq = if query.is_empty() {
         path.to_owned()
     } else {
         format!("{path}?{query}")
     };
-    proxy::forward(&h.client, req, port, &pq, peer).await
+    proxy::forward(&h.client, req, worker, &pq, peer, None).await
 }
 
 /// A new visitor past `--max-sessions`: refused, counted, and logged at most once per 10 s.
@@ -152,16 +152,24 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         Page::Full => return at_session_limit(gw),
         Page::Busy => unreachable!("the loop above waits out Busy"),
     };
-    let port = gw.endpoint(worker).port;
-    if port == 0 {
+    if !gw.endpoint(worker).up {
         return restarting();
     }
     tracing::info!(user = %user, app, reattach, restore = has_state && !reattach, "page");
     gw.metrics().page(reattach);
-    let query = proxy::clean_query(req.uri().query(), Some(("bokeh-session-id", &session_id)));
-    let pq = format!("{}?{query}", req.uri().path());
+    let query = proxy::clean_query(req.uri().query());
+    let path = req.uri().path();
+    let pq = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
     let https = proxy::is_https(req.headers());
-    let mut resp = proxy::forward(&h.client, req, port, &pq, peer).await;
+    let mut resp = proxy::forward(&h.client, req, worker, &pq, peer, Some(&session_id)).await;
+    if !reattach && resp.status() != StatusCode::OK {
+        // A login redirect or an error: the worker made no session.
+        gw.registry().discard(&session_id);
+    }
     // Set on every page, not only the first: an active user's year never runs out.
     resp.headers_mut().append(
         header::SET_COOKIE,

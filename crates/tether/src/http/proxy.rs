@@ -1,20 +1,66 @@
-//! HTTP reverse proxying to a worker: header hygiene and streaming forwarding.
+//! HTTP reverse proxying to a worker, over its Unix socket: header hygiene and streaming
+//! forwarding.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
 
 use crate::auth::identity;
+use crate::workers::socket_path;
 
 /// The pooled HTTP/1 client used to reach workers.
-pub type UpstreamClient = Client<HttpConnector, Body>;
+pub type UpstreamClient = Client<WorkerConnector, Body>;
 
-pub fn client() -> UpstreamClient {
-    Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new())
+/// A client for the workers whose sockets are in `dir`.
+pub fn client(dir: PathBuf) -> UpstreamClient {
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(WorkerConnector { dir: Arc::new(dir) })
+}
+
+/// The URI authority that names worker slot `worker`, for the client's pool.
+fn authority(worker: usize) -> String {
+    format!("worker-{worker}")
+}
+
+/// Connects the client to the socket of the worker slot its URI names (`http://worker-N/`).
+#[derive(Clone)]
+pub struct WorkerConnector {
+    /// The gateway's private directory of worker sockets.
+    dir: Arc<PathBuf>,
+}
+
+impl tower::Service<Uri> for WorkerConnector {
+    type Response = TokioIo<UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let slot = uri
+            .host()
+            .and_then(|h| h.strip_prefix("worker-"))
+            .and_then(|n| n.parse::<usize>().ok());
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            let slot = slot.ok_or_else(|| std::io::Error::other("no worker slot in the URI"))?;
+            Ok(TokioIo::new(
+                UnixStream::connect(socket_path(&dir, slot)).await?,
+            ))
+        })
+    }
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
@@ -79,9 +125,9 @@ pub fn upstream_headers(headers: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
-/// A query string without the parameters a client must not choose, plus `extra` if given.
-pub fn clean_query(query: Option<&str>, extra: Option<(&str, &str)>) -> String {
-    let mut parts: Vec<String> = query
+/// A query string without the parameters a client must not choose.
+pub fn clean_query(query: Option<&str>) -> String {
+    let parts: Vec<String> = query
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
@@ -93,9 +139,6 @@ pub fn clean_query(query: Option<&str>, extra: Option<(&str, &str)>) -> String {
         })
         .map(str::to_owned)
         .collect();
-    if let Some((k, v)) = extra {
-        parts.push(format!("{k}={v}"));
-    }
     parts.join("&")
 }
 
@@ -123,15 +166,20 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Sends a request to a worker and streams its response back.
+/// Sends a request to a worker and streams its response back; `session` is the Bokeh session
+/// id the gateway chose, sent in the `Bokeh-Session-Id` header.
+///
+/// Never in the query: whatever the gateway adds to the URI can come back to the browser, in
+/// Panel's login redirect (`./login?next=<URI>`) and its `next_url` cookie.
 pub async fn forward(
     client: &UpstreamClient,
     mut req: Request<Body>,
-    port: u16,
+    worker: usize,
     path_and_query: &str,
     peer: SocketAddr,
+    session: Option<&str>,
 ) -> Response<Body> {
-    let uri: Uri = match format!("http://127.0.0.1:{port}{path_and_query}").parse() {
+    let uri: Uri = match format!("http://{}{path_and_query}", authority(worker)).parse() {
         Ok(u) => u,
         Err(_) => {
             return plain(
@@ -142,6 +190,9 @@ pub async fn forward(
     };
     *req.uri_mut() = uri;
     upstream_headers(req.headers_mut(), peer);
+    if let Some(id) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
+        req.headers_mut().insert("bokeh-session-id", id);
+    }
     match client.request(req).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
@@ -149,7 +200,7 @@ pub async fn forward(
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => {
-            tracing::warn!(error = %e, port, "worker request failed");
+            tracing::warn!(error = %e, worker, "worker request failed");
             plain(
                 StatusCode::BAD_GATEWAY,
                 "The app's worker is not answering; reload the page in a few seconds.",
@@ -174,18 +225,12 @@ mod tests {
     #[test]
     fn query_loses_client_session_ids() {
         assert_eq!(
-            clean_query(
-                Some("a=1&bokeh-session-id=evil&Bokeh-Token=x&b=2"),
-                Some(("bokeh-session-id", "mine"))
-            ),
-            "a=1&b=2&bokeh-session-id=mine"
+            clean_query(Some("a=1&bokeh-session-id=evil&Bokeh-Token=x&b=2")),
+            "a=1&b=2"
         );
-        assert_eq!(clean_query(None, None), "");
+        assert_eq!(clean_query(None), "");
         assert_eq!(
-            clean_query(
-                Some("bokeh%2Dsession%2did=x&bokeh%2dtoken=y&ok=%41&bad=%"),
-                None
-            ),
+            clean_query(Some("bokeh%2Dsession%2did=x&bokeh%2dtoken=y&ok=%41&bad=%")),
             "ok=%41&bad=%"
         );
     }

@@ -24,7 +24,7 @@ async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
     config.state_url = format!("sqlite:{}", dir.path().join("state.db").display());
     let states = States::open(&config).await.unwrap();
     let (_tx, rx) = watch::channel(Endpoint {
-        port: 0,
+        up: false,
         generation: 1,
     });
     let keys = Secret::from_bytes(&[3u8; 32]).keys();
@@ -32,7 +32,7 @@ async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
         keys,
         config,
         vec!["app".into()],
-        Workers::new(vec![rx]),
+        Workers::new(vec![rx], dir.path().to_owned()),
         states,
         Default::default(),
     ))
@@ -40,6 +40,9 @@ async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
 
 fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(uri);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        b = b.header("host", "localhost:5006");
+    }
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -134,4 +137,94 @@ async fn a_websocket_needs_an_identity_and_a_token() {
     let (status, text, _) = send(&gw, request(Method::GET, "/app/ws", &upgrade)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(text.contains("no tether identity"), "{text}");
+}
+
+#[tokio::test]
+async fn a_host_the_gateway_does_not_serve_is_refused_but_health_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&dir).await;
+    for (uri, headers) in [
+        ("/app", vec![("host", "rebound.example:5006")]),
+        ("/app/ws", vec![("host", "rebound.example")]),
+        ("/static/x.js", vec![("host", "rebound.example")]),
+        (
+            "/app",
+            vec![
+                ("host", "localhost"),
+                ("x-forwarded-host", "rebound.example"),
+            ],
+        ),
+    ] {
+        let (status, text, _) = send(&gw, request(Method::GET, uri, &headers)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri} {headers:?}");
+        assert!(text.contains("--allow-host rebound.example"), "{text}");
+    }
+    assert_eq!(gw.registry().counts().0, 0, "no session was made");
+    let health = request(Method::GET, "/.tether/health", &[("host", "10.1.2.3")]);
+    assert_eq!(
+        send(&gw, health).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "answered"
+    );
+}
+
+#[tokio::test]
+async fn forget_refuses_other_methods_and_other_origins_with_or_without_fetch_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&dir).await;
+    let forget = "/.tether/forget?app=app";
+    for method in [Method::DELETE, Method::PUT, Method::HEAD] {
+        let (status, _, _) = send(&gw, request(method.clone(), forget, &[])).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    for headers in [
+        vec![("origin", "http://evil.example")],
+        vec![("referer", "http://evil.example/page")],
+        vec![("origin", "https://localhost:5006")],
+        vec![("sec-fetch-site", "same-site")],
+    ] {
+        let (status, _, _) = send(&gw, request(Method::POST, forget, &headers)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    for headers in [
+        vec![("origin", "http://localhost:5006")],
+        vec![("referer", "http://localhost:5006/app?x=1")],
+        vec![("sec-fetch-site", "same-origin")],
+        vec![],
+    ] {
+        let (status, _, _) = send(&gw, request(Method::POST, forget, &headers)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_from_another_scheme_or_host_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&dir).await;
+    let user = crate::auth::UserId::random();
+    let cookie = crate::auth::identity::set_cookie_header(&user, &gw.keys().cookie, false);
+    let cookie = cookie
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    for origin in [
+        "https://localhost:5006",
+        "http://evil.example",
+        "http://localhost:5007",
+    ] {
+        let headers = [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+            ("cookie", cookie.as_str()),
+            ("origin", origin),
+        ];
+        let (status, text, _) = send(&gw, request(Method::GET, "/app/ws", &headers)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}");
+        assert!(text.contains("Cross-site"), "{origin}: {text}");
+    }
 }

@@ -19,11 +19,13 @@ use super::pages::{first_segment, forward_asset, is_upgrade};
 use super::{proxy, Http};
 use crate::auth::{identity, token};
 use crate::gateway::ConnectionPermit;
+use crate::session::budget::{Counted, Held};
 use crate::session::recorder::{Handles, Recorder};
 use crate::session::relay::{self, Ended};
 use crate::session::restore::Plan;
-use crate::session::wire::{QuickAck, WorkerStream};
+use crate::session::wire::WorkerStream;
 use crate::store::{Clock, SystemClock};
+use crate::workers::WORKER_HOST;
 
 /// Read buffer of a browser socket: browsers send small messages, and an idle tab should
 /// cost little memory (the library's default is 128 KiB per socket).
@@ -43,20 +45,15 @@ fn refuse(status: StatusCode, why: &'static str) -> Response<Body> {
     proxy::plain(status, why)
 }
 
-/// True when the browser's `Origin` names the host it connected to. Browsers always send
-/// `Origin` on websockets; a missing one is a non-browser client, which cross-site attacks
-/// cannot use.
+/// True when the browser's `Origin` is the gateway's own, scheme and host (as the browser
+/// or the proxy in front sent it). Browsers always send `Origin` on websockets; a missing one
+/// is a non-browser client, which cross-site attacks cannot use.
 fn same_origin(headers: &http::HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
-    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+    match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => true,
+        Some(Ok(origin)) => super::is_own_origin(headers, origin),
+        Some(Err(_)) => false,
+    }
 }
 
 /// The token from `Sec-WebSocket-Protocol: bokeh, <token>`.
@@ -131,8 +128,7 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     let session_id = tok.session_id.clone();
     let registry = gw.registry().clone();
     let release = || registry.disconnect(&session_id, Instant::now());
-    let port = gw.endpoint(attach.worker).port;
-    if port == 0 {
+    if !gw.endpoint(attach.worker).up {
         release();
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -145,8 +141,9 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     let expiry = SystemClock.now_millis() / 1000 + config.token_lifetime.as_secs() as i64;
     let fresh = tok.refreshed(keys, expiry);
     let limits = config.limits;
+    let socket = gw.socket(attach.worker);
     let connecting = connect_worker(
-        port,
+        &socket,
         &app,
         &fresh,
         req.headers(),
@@ -160,7 +157,7 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
         Ok(ws) => ws,
         Err(e) => {
             release();
-            tracing::warn!(error = %e, port, "worker websocket failed");
+            tracing::warn!(error = %e, worker = attach.worker, "worker websocket failed");
             return refuse(
                 StatusCode::BAD_GATEWAY,
                 "The app's worker did not accept the connection; reload the page.",
@@ -189,19 +186,28 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     );
     let worker = WorkerStream::new(upstream, limits.message());
     let metrics = gw.metrics().clone();
+    let held = Held::new(gw.budget().clone());
     tokio::spawn(async move {
         let mut closed_by_us = None;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let mut browser = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    Counted::new(TokioIo::new(upgraded), held.clone()),
                     Role::Server,
                     Some(ws_config(limits.max_message_bytes, BROWSER_READ_BUFFER)),
                 )
                 .await;
                 metrics.tab_opened();
-                let ended =
-                    relay::run(&mut browser, worker, recorder, restore, limits.idle_timeout).await;
+                let ended = relay::run(
+                    &mut browser,
+                    worker,
+                    recorder,
+                    restore,
+                    limits.idle_timeout,
+                    Some(&held),
+                )
+                .await;
+                held.release();
                 metrics.tab_closed();
                 if ended == Ended::ClosedByUs {
                     closed_by_us = Some(browser);
@@ -212,7 +218,8 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
         // The session is free for a reload at once; the socket's slot is held while lingering.
         registry.disconnect(&session_id, Instant::now());
         if let Some(mut browser) = closed_by_us {
-            relay::linger(browser.get_mut()).await;
+            // Straight from the socket: what is discarded is not held.
+            relay::linger(browser.get_mut().get_mut()).await;
         }
         drop(permit);
     });
@@ -229,36 +236,27 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
         .expect("static response")
 }
 
-/// The gateway's websocket to a worker.
-type Upstream = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-impl QuickAck for Upstream {
-    fn quickack(&self) {
-        #[cfg(target_os = "linux")]
-        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.get_ref() {
-            let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
-        }
-    }
-}
+/// The gateway's websocket to a worker, over its Unix socket.
+type Upstream = WebSocketStream<tokio::net::UnixStream>;
 
 /// Opens the worker's websocket for `app` with a token the gateway minted, forwarding the
 /// browser's address, agent and (identity-free) cookies as a direct connection has them.
 async fn connect_worker(
-    port: u16,
+    socket: &std::path::Path,
     app: &str,
     token: &str,
     browser_headers: &http::HeaderMap,
     peer: SocketAddr,
     max_message: usize,
 ) -> Result<Upstream, WsError> {
-    let mut req = format!("ws://127.0.0.1:{port}/{app}/ws").into_client_request()?;
+    let mut req = format!("ws://{WORKER_HOST}/{app}/ws").into_client_request()?;
     let h = req.headers_mut();
     let proto = HeaderValue::from_str(&format!("bokeh, {token}"))
         .map_err(|e| WsError::HttpFormat(e.into()))?;
     h.insert(header::SEC_WEBSOCKET_PROTOCOL, proto);
     h.insert(
         header::ORIGIN,
-        HeaderValue::from_str(&format!("http://127.0.0.1:{port}")).expect("ascii"),
+        HeaderValue::from_str(&format!("http://{WORKER_HOST}")).expect("ascii"),
     );
     let mut forwarded = browser_headers.clone();
     proxy::upstream_headers(&mut forwarded, peer);
@@ -273,10 +271,11 @@ async fn connect_worker(
             h.insert(name, v.clone());
         }
     }
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
         req,
+        stream,
         Some(ws_config(max_message, WORKER_READ_BUFFER)),
-        true,
     )
     .await?;
     Ok(ws)

@@ -220,6 +220,11 @@ impl Assembler {
         }
     }
 
+    /// Whether it is between messages (nothing of one held).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Header)
+    }
+
     /// The bounds this assembler applies.
     pub fn limits(&self) -> MessageLimits {
         self.limits

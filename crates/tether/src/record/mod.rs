@@ -73,6 +73,10 @@ fn value_for_log(raw: &RawValue, graph: &mut Graph, policy: &Policy, what: &str)
         }
     };
     match ids_to_paths(&mut value, graph) {
+        Ok(()) if names_secret(&value, policy) => {
+            tracing::debug!(what, "not recorded: refers to a model that holds a secret");
+            None
+        }
         Ok(()) => Some(value),
         Err(Unrecordable::UnknownRef(id)) => {
             tracing::debug!(what, id, "not recorded: refers to a model with no path");
@@ -82,6 +86,18 @@ fn value_for_log(raw: &RawValue, graph: &mut Graph, policy: &Policy, what: &str)
             tracing::debug!(what, id, "not recorded: defines a new model");
             None
         }
+    }
+}
+
+/// Whether a recorded value refers to a model of a secret type.
+fn names_secret(value: &Value, policy: &Policy) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(|v| names_secret(v, policy)),
+        Value::Object(map) => match map.get(TYPE_KEY).and_then(Value::as_str) {
+            Some(t) if map.contains_key(PATH_KEY) => policy.is_secret(t),
+            _ => map.values().any(|v| names_secret(v, policy)),
+        },
+        _ => false,
     }
 }
 

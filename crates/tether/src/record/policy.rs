@@ -1,4 +1,6 @@
-//! What is recorded: exclusions by model type, attribute, (type, attribute) and event.
+//! What is recorded: exclusions by model type, attribute, (type, attribute) and event, and
+//! secret models, of which nothing is ever recorded: no change of theirs, no event they send,
+//! and no value that refers to them.
 //!
 //! A type rule matches a type name exactly or by its last dotted component, so
 //! `BrowserInfo` also matches Panel's `panel.models.browser.BrowserInfo`.
@@ -10,8 +12,8 @@ use std::str::FromStr;
 /// A rule string that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "bad recording rule {rule:?}: expected model:TYPE, attr:NAME, field:TYPE.ATTR, event:NAME \
-     or max_value_bytes:N, separated by commas"
+    "bad recording rule {rule:?}: expected model:TYPE, attr:NAME, field:TYPE.ATTR, event:NAME, \
+     secret:TYPE or max_value_bytes:N, separated by commas"
 )]
 pub struct PolicyError {
     /// The rule as written.
@@ -29,6 +31,10 @@ pub struct Policy {
     pub fields: BTreeSet<(String, String)>,
     /// `bokeh_event` names never recorded.
     pub events: BTreeSet<String>,
+    /// Model types that hold secrets: nothing they send, and no value naming them, is
+    /// recorded (Bokeh's `PasswordInput` sends its value in `value`, `value_input`, and in a
+    /// `value_submit` event on Enter).
+    pub secrets: BTreeSet<String>,
     /// Values longer than this (serialised) are not recorded, so one upload cannot
     /// crowd every other choice out of the bounded log.
     pub max_value_bytes: usize,
@@ -90,6 +96,9 @@ const DEFAULT_EVENTS: &[&str] = &[
     "rotateend",
 ];
 
+/// Default `secret:` types: Bokeh's (and Panel's) password input.
+const DEFAULT_SECRETS: &[&str] = &["PasswordInput"];
+
 /// Default [`Policy::max_value_bytes`]: 256 KiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 256 * 1024;
 
@@ -105,6 +114,7 @@ impl Default for Policy {
                 .map(|(t, a)| (t.to_string(), a.to_string()))
                 .collect(),
             events: owned(DEFAULT_EVENTS),
+            secrets: owned(DEFAULT_SECRETS),
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
     }
@@ -123,6 +133,7 @@ impl Policy {
             attrs: BTreeSet::new(),
             fields: BTreeSet::new(),
             events: BTreeSet::new(),
+            secrets: BTreeSet::new(),
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
     }
@@ -144,6 +155,7 @@ impl Policy {
                 "model" => drop(self.models.insert(value.to_owned())),
                 "attr" => drop(self.attrs.insert(value.to_owned())),
                 "event" => drop(self.events.insert(value.to_owned())),
+                "secret" => drop(self.secrets.insert(value.to_owned())),
                 "field" => {
                     let (t, a) = value
                         .rsplit_once('.')
@@ -170,9 +182,17 @@ impl Policy {
         set.contains(type_name) || set.contains(short(type_name))
     }
 
+    /// Whether models of this type hold secrets.
+    pub fn is_secret(&self, type_name: &str) -> bool {
+        Self::type_in(&self.secrets, type_name)
+    }
+
     /// Whether a change of `attr` on a model of `type_name` is recorded.
     pub fn records_change(&self, type_name: &str, attr: &str) -> bool {
-        if Self::type_in(&self.models, type_name) || self.attrs.contains(attr) {
+        if Self::type_in(&self.models, type_name)
+            || self.is_secret(type_name)
+            || self.attrs.contains(attr)
+        {
             return false;
         }
         let field = |t: &str| self.fields.contains(&(t.to_owned(), attr.to_owned()));
@@ -181,7 +201,8 @@ impl Policy {
 
     /// Whether a `bokeh_event` of this name, from a model of this type (if any), is recorded.
     pub fn records_event(&self, name: &str, type_name: Option<&str>) -> bool {
-        !self.events.contains(name) && !type_name.is_some_and(|t| Self::type_in(&self.models, t))
+        !self.events.contains(name)
+            && !type_name.is_some_and(|t| Self::type_in(&self.models, t) || self.is_secret(t))
     }
 }
 
@@ -204,6 +225,7 @@ impl fmt::Display for Policy {
         items.extend(self.attrs.iter().map(|a| format!("attr:{a}")));
         items.extend(self.fields.iter().map(|(t, a)| format!("field:{t}.{a}")));
         items.extend(self.events.iter().map(|e| format!("event:{e}")));
+        items.extend(self.secrets.iter().map(|t| format!("secret:{t}")));
         items.push(format!("max_value_bytes:{}", self.max_value_bytes));
         f.write_str(&items.join(","))
     }
@@ -227,6 +249,11 @@ mod tests {
         assert!(!p.records_event("mousemove", Some("Figure")));
         assert!(p.records_event("button_click", Some("panel.models.widgets.Button")));
         assert!(p.records_event("tap", Some("Figure")));
+        // Nothing a password input sends, under any name.
+        assert!(!p.records_change("PasswordInput", "disabled"));
+        assert!(!p.records_event("value_submit", Some("PasswordInput")));
+        assert!(p.records_event("value_submit", Some("TextInput")));
+        assert!(p.is_secret("bokeh.models.widgets.inputs.PasswordInput"));
     }
 
     #[test]

@@ -282,3 +282,33 @@ fn malformed_browser_patches_are_errors() {
         "p1065"
     );
 }
+
+/// Every way a password can leave the browser: its `value`, its `value_input` on each key,
+/// any other attribute, the `value_submit` event on Enter, and an event from elsewhere
+/// whose values name the password model.
+#[test]
+fn nothing_a_password_input_sends_is_recorded() {
+    let doc = r#"{"doc":{"roots":[{"type":"object","name":"Column","id":"c","attributes":{"children":[{"type":"object","name":"PasswordInput","id":"pw"},{"type":"object","name":"Button","id":"b"}]}}]}}"#;
+    let mut graph = Graph::from_pull_reply(doc.as_bytes()).unwrap();
+    let policy = Policy::default();
+    let submit = |model: &str, extra: &str| {
+        format!(
+            r#"{{"events":[{{"kind":"MessageSent","msg_type":"bokeh_event","msg_data":{{"type":"event","name":"value_submit","values":{{"type":"map","entries":[["model",{{"id":"{model}"}}]{extra}]}}}}}}]}}"#
+        )
+    };
+    for patch in [
+        r#"{"events":[{"kind":"ModelChanged","model":{"id":"pw"},"attr":"value","new":"hunter2"}]}"#.to_owned(),
+        r#"{"events":[{"kind":"ModelChanged","model":{"id":"pw"},"attr":"value_input","new":"hunter2"}]}"#.to_owned(),
+        r#"{"events":[{"kind":"ModelChanged","model":{"id":"pw"},"attr":"placeholder","new":"hunter2"}]}"#.to_owned(),
+        submit("pw", r#",["value","hunter2"]"#),
+        submit("b", r#",["from",{"id":"pw"}],["value","hunter2"]"#),
+    ] {
+        let entries = record(&mut graph, patch.as_bytes(), &policy).unwrap();
+        assert!(entries.is_empty(), "{patch} recorded {entries:?}");
+    }
+    // The same event from a plain text input is a choice, and is recorded.
+    let mut graph =
+        Graph::from_pull_reply(doc.replace("PasswordInput", "TextInput").as_bytes()).unwrap();
+    let entries = record(&mut graph, submit("pw", "").as_bytes(), &policy).unwrap();
+    assert_eq!(entries.len(), 1);
+}

@@ -3,6 +3,7 @@
 //! stream, restores a fresh session first ([`restore`]) and records the browser's changes
 //! ([`recorder`]).
 
+pub mod budget;
 pub mod recorder;
 pub mod registry;
 pub mod relay;

@@ -130,6 +130,11 @@ impl Recorder {
         }
     }
 
+    /// Whether the browser is in the middle of a Bokeh message.
+    pub fn mid_message(&self) -> bool {
+        !self.from_browser.is_idle()
+    }
+
     /// Whether the worker's patches should be read for effects now.
     pub fn wants_effects(&self) -> bool {
         match &self.current {

@@ -47,7 +47,8 @@ pub enum Page {
     /// The user's up-to-date session is still connected, probably to the tab being reloaded,
     /// whose websocket closes in a moment: ask again shortly.
     Busy,
-    /// A new session is needed, but the gateway already holds `--max-sessions`.
+    /// A new session is needed for a visitor with no saved state, but the gateway already
+    /// holds `--max-sessions`.
     Full,
 }
 
@@ -188,7 +189,9 @@ impl Registry {
         if cx.may_wait && sessions.values().any(|s| mine(s) && s.connections > 0) {
             return Page::Busy;
         }
-        if sessions.len() >= self.max_sessions {
+        // A returning user with saved state is restored even at the bound: the bound is
+        // against floods of new visitors, who have none.
+        if sessions.len() >= self.max_sessions && !has_state {
             return Page::Full;
         }
         let session_id = mint();
@@ -297,6 +300,19 @@ impl Registry {
     /// *before* asking [`Registry::page`], so a release between the two is not missed.
     pub fn releases(&self) -> tokio::sync::watch::Receiver<u64> {
         self.released.subscribe()
+    }
+
+    /// Forgets a session the worker never made (its page was answered with a redirect to a
+    /// login, or an error), so that it holds no place under `--max-sessions`.
+    pub fn discard(&self, session_id: &str) {
+        let mut inner = self.inner.lock().expect("registry lock");
+        if inner
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| s.connections == 0)
+        {
+            inner.sessions.remove(session_id);
+        }
     }
 
     /// Drops every session of a user (the `/.tether/forget` endpoint). Returns the ids dropped.

@@ -30,6 +30,11 @@ async fn past_the_session_bound_only_new_sessions_are_refused() {
     assert!(matches!(page(&r, &a, "sa", t0), Page::Fresh { .. }));
     assert!(matches!(page(&r, &b, "sb", t0), Page::Fresh { .. }));
     assert_eq!(page(&r, &c, "sc", t0), Page::Full);
+    // A returning user with saved state is restored all the same.
+    assert!(matches!(
+        r.page(&c, "app", &cx(t0, &gen1, true), || "sc-restored".into()),
+        Page::Fresh { .. }
+    ));
     // A user who has a session still gets it back.
     let later = t0 + RESERVATION;
     assert!(matches!(page(&r, &a, "sa2", later), Page::Reattach { .. }));

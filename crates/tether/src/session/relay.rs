@@ -11,9 +11,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::budget::Held;
 use super::recorder::Recorder;
 use super::restore::{self, Plan};
-use super::wire::{FromWorker, QuickAck, WorkerStream, OWN_MSGID_PREFIX};
+use super::wire::{FromWorker, WorkerStream, OWN_MSGID_PREFIX};
 
 /// How often a quiet browser is pinged, so a dead one is noticed within the idle timeout.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -57,7 +58,7 @@ async fn restore_first<B, U>(
 ) -> Result<(), WsError>
 where
     B: Sink<Message, Error = WsError> + Unpin,
-    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + QuickAck + Unpin,
+    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     let steps = recorder.history();
     recorder.restoring(steps.len());
@@ -70,16 +71,20 @@ where
 }
 
 /// Restores first when given a restore [`Plan`], then relays until either side closes.
+///
+/// `held` is what the browser's socket charges to the gateway's budget for unfinished
+/// messages; it is released whenever the browser is between Bokeh messages.
 pub async fn run<B, U>(
     browser: &mut B,
     mut worker: WorkerStream<U>,
     mut recorder: Recorder,
     restore: Option<Plan>,
     idle_timeout: Duration,
+    held: Option<&Held>,
 ) -> Ended
 where
     B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
-    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + QuickAck + Unpin,
+    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     if let Some(plan) = restore {
         if let Err(e) = restore_first(browser, &mut worker, &recorder, plan).await {
@@ -105,8 +110,17 @@ where
                         ended = Ended::ClosedByUs;
                         break;
                     }
+                    if !recorder.mid_message() {
+                        if let Some(held) = held { held.release(); }
+                    }
                     if is_control(&m) { continue; }
                     if worker.send(m).await.is_err() { break; }
+                }
+                Some(Err(_)) if held.is_some_and(Held::over_budget) => {
+                    tracing::warn!("closing a connection past the budget for unfinished messages (--max-buffered-bytes)");
+                    close(browser, CloseCode::Size, "gateway buffers full").await;
+                    ended = Ended::ClosedByUs;
+                    break;
                 }
                 Some(Err(WsError::Capacity(e))) => {
                     tracing::info!(error = %e, "closing a connection whose message is over the size limit");

@@ -29,7 +29,7 @@ use futures_util::{Sink, Stream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use super::wire::{FromWorker, QuickAck, WorkerStream, OWN_MSGID_PREFIX};
+use super::wire::{FromWorker, WorkerStream, OWN_MSGID_PREFIX};
 use crate::protocol::{patch_of, Graph, Message, ProtocolError};
 use crate::record::{causal, step_event, Entry, Skip, SkipReason, Step};
 
@@ -161,10 +161,7 @@ pub struct Replayer<'a, U> {
 
 impl<'a, U> Replayer<'a, U>
 where
-    U: Stream<Item = Result<WsMessage, WsError>>
-        + Sink<WsMessage, Error = WsError>
-        + QuickAck
-        + Unpin,
+    U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
     pub fn new(stream: &'a mut WorkerStream<U>, plan: Plan, deadline: Instant) -> Self {
         Replayer {
@@ -555,15 +552,10 @@ pub struct Restored {
 /// reading stays half read in `stream`, whose next reader (the relay) finishes it.
 pub async fn restore<U>(stream: &mut WorkerStream<U>, steps: &[Step], plan: Plan) -> Restored
 where
-    U: Stream<Item = Result<WsMessage, WsError>>
-        + Sink<WsMessage, Error = WsError>
-        + QuickAck
-        + Unpin,
+    U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
     let started = Instant::now();
-    // Replies are awaited one after another here: acknowledge every frame at once; and
-    // patches are checked against the steps' recorded effects.
-    stream.set_ack_every_frame(true);
+    // Patches are checked against the steps' recorded effects.
     stream.set_watch_effects(true);
     let mut r = Replayer::new(stream, plan, started + plan.bound);
     let result = match r.run(steps).await {
@@ -580,7 +572,6 @@ where
         Err(e) => Err(e),
     };
     let for_browser = std::mem::take(&mut r.for_browser);
-    stream.set_ack_every_frame(false);
     stream.set_watch_effects(false);
     Restored {
         result,

@@ -26,8 +26,6 @@ fn pair() -> (End, End) {
     (End { rx: a_rx, tx: a_tx }, End { rx: b_rx, tx: b_tx })
 }
 
-impl QuickAck for End {}
-
 impl Stream for End {
     type Item = Result<WsMessage, WsError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

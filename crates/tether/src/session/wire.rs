@@ -36,18 +36,6 @@ pub fn to_ws(part: &Part) -> WsMessage {
     }
 }
 
-/// Acknowledging the worker's frames at once.
-///
-/// A Panel worker writes each Bokeh message as several websocket frames, with Nagle's
-/// algorithm on: every frame after the first waits until the previous one is acknowledged,
-/// and a receiver that delays its ACK (Linux does, by about 40 ms, when it has nothing to
-/// send back) stalls the message that long. `TCP_QUICKACK` does not stick, so it is set again
-/// after the frames read from the worker.
-pub trait QuickAck {
-    /// Re-arms immediate ACKs; the default does nothing (sockets that are not TCP).
-    fn quickack(&self) {}
-}
-
 /// What [`WorkerStream::read`] got.
 #[derive(Debug)]
 pub enum FromWorker {
@@ -79,19 +67,13 @@ pub struct WorkerStream<U> {
     held: Vec<WsMessage>,
     /// The session's reference graph, once a document was pulled.
     graph: Option<Graph>,
-    /// Re-arm quick ACKs after every frame (while replies are awaited one after another), not
-    /// only while a message is half received.
-    ack_every_frame: bool,
     /// Report the slots each `PATCH-DOC` touches (costs a path lookup per event).
     watch_effects: bool,
 }
 
 impl<U> WorkerStream<U>
 where
-    U: Stream<Item = Result<WsMessage, WsError>>
-        + Sink<WsMessage, Error = WsError>
-        + QuickAck
-        + Unpin,
+    U: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage, Error = WsError> + Unpin,
 {
     /// A stream over a freshly connected worker socket, with a bound on each message.
     pub fn new(ws: U, limits: MessageLimits) -> Self {
@@ -100,7 +82,6 @@ where
             asm: Assembler::new(limits),
             held: Vec::new(),
             graph: None,
-            ack_every_frame: false,
             watch_effects: false,
         }
     }
@@ -113,11 +94,6 @@ where
     /// The session's reference graph, once a document was pulled.
     pub fn graph_mut(&mut self) -> Option<&mut Graph> {
         self.graph.as_mut()
-    }
-
-    /// See [`WorkerStream::ack_every_frame`].
-    pub fn set_ack_every_frame(&mut self, on: bool) {
-        self.ack_every_frame = on;
     }
 
     /// Frames of a message read in part and not yet finished.
@@ -136,19 +112,12 @@ where
                 Ok(m) => m,
                 Err(e) => return Some(Err(e)),
             };
-            if self.ack_every_frame {
-                self.ws.quickack();
-            }
             let Some(part) = to_part(&m) else {
                 return Some(Ok(FromWorker::Control(m)));
             };
             self.held.push(m);
             match self.asm.push(part) {
-                Ok(None) => {
-                    if !self.ack_every_frame {
-                        self.ws.quickack();
-                    }
-                }
+                Ok(None) => {}
                 Ok(Some(msg)) => {
                     let touched = self.observe(&msg);
                     let frames = std::mem::take(&mut self.held);

@@ -338,14 +338,16 @@ fn expiry(now_millis: i64, ttl: Duration) -> i64 {
     now_millis.saturating_add(i64::try_from(ttl_millis(ttl)).unwrap_or(i64::MAX))
 }
 
-/// Creates directories, opens, checks and prepares the file. Blocking.
+/// Creates directories (mode 0700), opens, checks and prepares the file (mode 0600).
+/// Blocking.
 fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+        private_dir(parent).map_err(|source| StoreError::CreateDir {
             path: parent.to_path_buf(),
             source,
         })?;
     }
+    private_files(path);
     let fail = |e| open_error(path, e);
     let conn = Connection::open(path).map_err(fail)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
@@ -366,6 +368,46 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
         .map_err(fail)?;
     migrate(&conn).map_err(fail)?;
     Ok(conn)
+}
+
+/// Creates `dir` and its missing parents with mode 0700; directories that exist are left
+/// as they are (the state may live in a shared working directory).
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The state file and its `-wal` and `-shm` companions are readable by this user alone:
+/// they hold every user's recorded text. A missing state file is created with mode 0600
+/// (SQLite gives the companions the main file's mode); existing ones are narrowed to 0600.
+fn private_files(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        if let Ok(meta) = std::fs::metadata(&file) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => {
+                        tracing::info!(path = %file.display(), "state file made private (mode 0600)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %file.display(), error = %e, "the state file is readable by other users and cannot be made private; restrict it with chmod 600")
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Creates the schema, or brings a file written by an earlier tether up to date.
@@ -445,6 +487,32 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    #[tokio::test]
+    async fn the_state_is_readable_by_this_user_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("made/state.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store
+            .save_batch(
+                &[(StateKey::new("u1", "app"), b"x".to_vec())],
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("made")), 0o700);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(store);
+        // A file an older tether left world-readable is narrowed when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::BokehKey;
 
-pub use spawn::{check_python, start, Process, Version, Versions};
+pub use spawn::{check_python, socket_path, start, Process, Version, Versions, WORKER_HOST};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -30,8 +30,12 @@ pub enum WorkerError {
     Exited { status: String, tail: String },
     #[error("the panel worker did not become ready within {0:?}; pass a longer start-up time or check the app")]
     Timeout(Duration),
-    #[error("cannot find a free loopback port for a worker")]
-    Port(#[source] std::io::Error),
+    #[error("cannot make the private directory {dir} for the workers' sockets; check that the temporary directory is writable")]
+    SocketDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("`panel serve {flag}` after `--` conflicts with tether; {instead}")]
     OwnFlag {
         flag: &'static str,
@@ -53,7 +57,7 @@ const OWN_FLAGS: &[(&str, &str)] = &[
     ("--num-procs", "use tether's --workers"),
     (
         "--unix-socket",
-        "tether reaches its workers on loopback ports",
+        "tether reaches its workers on sockets of its own",
     ),
     ("--ssl-certfile", "terminate TLS in front of tether"),
     ("--ssl-keyfile", "terminate TLS in front of tether"),
@@ -91,42 +95,59 @@ pub struct WorkerSpec {
     pub unused_session_lifetime: Duration,
     /// How long start-up may take before we give up.
     pub start_timeout: Duration,
+    /// The gateway's private directory (mode 0700) of worker sockets.
+    pub socket_dir: PathBuf,
 }
 
 /// What the rest of the gateway sees of one worker slot: where it is and which incarnation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
-    /// Loopback port of the current process; 0 while restarting.
-    pub port: u16,
+    /// The slot's process accepts connections (on its socket); false while restarting.
+    pub up: bool,
     /// Bumped on every restart: sessions of an older generation are gone.
     pub generation: u64,
 }
 
 /// Where each worker slot's current process listens, as the rest of the gateway reads it.
 #[derive(Clone, Default)]
-pub struct Workers(Vec<watch::Receiver<Endpoint>>);
+pub struct Workers {
+    /// Each slot's endpoint, in slot order.
+    slots: Vec<watch::Receiver<Endpoint>>,
+    /// The private directory of their sockets.
+    dir: PathBuf,
+}
 
 impl Workers {
-    /// The slots' endpoints, in slot order.
-    pub fn new(slots: Vec<watch::Receiver<Endpoint>>) -> Workers {
-        Workers(slots)
+    /// The slots' endpoints, in slot order, and the directory of their sockets.
+    pub fn new(slots: Vec<watch::Receiver<Endpoint>>, dir: PathBuf) -> Workers {
+        Workers { slots, dir }
     }
 
     /// Number of slots.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.slots.len()
     }
 
     /// Whether there are no slots.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.slots.is_empty()
+    }
+
+    /// The private directory of the sockets.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The socket slot `worker` listens on (when it is up).
+    pub fn socket(&self, worker: usize) -> PathBuf {
+        socket_path(&self.dir, worker)
     }
 
     /// Slot `worker`'s current endpoint; a slot that does not exist reads as restarting.
     pub fn endpoint(&self, worker: usize) -> Endpoint {
-        self.0.get(worker).map_or(
+        self.slots.get(worker).map_or(
             Endpoint {
-                port: 0,
+                up: false,
                 generation: 0,
             },
             |slot| *slot.borrow(),
@@ -135,9 +156,7 @@ impl Workers {
 
     /// Slots whose process accepts connections now.
     pub fn up(&self) -> usize {
-        (0..self.len())
-            .filter(|&w| self.endpoint(w).port != 0)
-            .count()
+        (0..self.len()).filter(|&w| self.endpoint(w).up).count()
     }
 }
 
@@ -155,7 +174,7 @@ pub async fn supervise(
 ) -> Result<(Slot, tokio::task::JoinHandle<()>), WorkerError> {
     let first = start(&spec, index).await?;
     let (tx, rx) = watch::channel(Endpoint {
-        port: first.port,
+        up: true,
         generation: 1,
     });
     let task = tokio::spawn(async move {
@@ -170,7 +189,7 @@ pub async fn supervise(
                     // Its sessions are gone now, not when the replacement is ready: their users
                     // are placed on a healthy worker and restored there meanwhile.
                     generation += 1;
-                    tx.send_replace(Endpoint { port: 0, generation });
+                    tx.send_replace(Endpoint { up: false, generation });
                 }
                 _ = shutdown.changed() => {
                     process.kill().await;
@@ -187,7 +206,7 @@ pub async fn supervise(
                         process = p;
                         backoff = Duration::from_millis(200);
                         tx.send_replace(Endpoint {
-                            port: process.port,
+                            up: true,
                             generation,
                         });
                         break;

@@ -1,13 +1,16 @@
 //! Starting one `panel serve` worker: the bootstrap that guards it, the process, and the
 //! wait until it accepts connections.
 //!
+//! A worker listens on a Unix socket in the gateway's private directory (mode 0700; Tornado
+//! makes the socket 0600), not on a TCP port: no other local user's process can reach it,
+//! page token or not. A Unix socket has no Nagle and no delayed ACKs either.
+//!
 //! A worker is started through a small bootstrap that (1) exits when its stdin closes, which
 //! happens when the gateway dies for any reason, even SIGKILL; (2) checks that Panel imports and
 //! that every app compiles, so those mistakes get one clear sentence instead of an error page.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,10 +57,19 @@ sys.argv = ["panel", "serve"] + apps + args[args.index("--") + 1:]
 sys.exit(main())
 "#;
 
+/// The `Host` and `Origin` name the gateway uses towards its workers, which accept
+/// websockets from it alone.
+pub const WORKER_HOST: &str = "tether-worker";
+
+/// The socket worker slot `index` listens on, in the gateway's private `dir`.
+pub fn socket_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("worker-{index}.sock"))
+}
+
 /// A started worker process.
 pub struct Process {
-    /// Loopback port it listens on.
-    pub port: u16,
+    /// The Unix socket it listens on.
+    pub socket: PathBuf,
     /// The child; killed on drop, and its stdin pipe closing ends it too.
     child: Child,
     /// Recent output lines, for explaining a crash.
@@ -137,11 +149,6 @@ impl Versions {
     }
 }
 
-fn free_port() -> Result<u16, WorkerError> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(WorkerError::Port)?;
-    Ok(l.local_addr().map_err(WorkerError::Port)?.port())
-}
-
 /// Checks that the interpreter runs and has Panel, before anything else starts, and says
 /// which Panel and Bokeh it has.
 pub async fn check_python(python: &PathBuf) -> Result<Versions, WorkerError> {
@@ -173,20 +180,21 @@ pub async fn check_python(python: &PathBuf) -> Result<Versions, WorkerError> {
 
 /// Starts one worker and waits until it accepts connections.
 pub async fn start(spec: &WorkerSpec, index: usize) -> Result<Process, WorkerError> {
-    let port = free_port()?;
+    let socket = socket_path(&spec.socket_dir, index);
+    // A socket left by an earlier process of this slot; Tornado would replace it too.
+    let _ = std::fs::remove_file(&socket);
     let lifetime_ms = spec
         .unused_session_lifetime
         .as_millis()
         .max(1000)
         .to_string();
     let check_ms = (spec.unused_session_lifetime.as_millis() / 4).clamp(1000, 60_000);
-    let origin = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(&spec.python);
     cmd.arg("-c").arg(BOOTSTRAP);
     cmd.args(&spec.apps);
     cmd.arg("--");
-    cmd.args(["--address", "127.0.0.1", "--port", &port.to_string()]);
-    cmd.args(["--allow-websocket-origin", &origin]);
+    cmd.arg("--unix-socket").arg(&socket);
+    cmd.args(["--allow-websocket-origin", WORKER_HOST]);
     cmd.args(["--session-ids", "external-signed"]);
     cmd.args(["--unused-session-lifetime", &lifetime_ms]);
     cmd.args(["--check-unused-sessions", &check_ms.to_string()]);
@@ -212,13 +220,13 @@ pub async fn start(spec: &WorkerSpec, index: usize) -> Result<Process, WorkerErr
     }
     let lifeline = child.stdin.take();
     let mut process = Process {
-        port,
+        socket,
         child,
         tail,
         _lifeline: lifeline,
     };
     wait_ready(&mut process, spec).await?;
-    tracing::info!(worker = index, port, pid = process.pid(), "worker ready");
+    tracing::info!(worker = index, pid = process.pid(), "worker ready");
     Ok(process)
 }
 
@@ -239,7 +247,6 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
 }
 
 async fn wait_ready(p: &mut Process, spec: &WorkerSpec) -> Result<(), WorkerError> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p.port));
     let deadline = tokio::time::Instant::now() + spec.start_timeout;
     loop {
         if let Some(status) = p.child.try_wait().ok().flatten() {
@@ -263,7 +270,7 @@ async fn wait_ready(p: &mut Process, spec: &WorkerSpec) -> Result<(), WorkerErro
                 },
             });
         }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if tokio::net::UnixStream::connect(&p.socket).await.is_ok() {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
