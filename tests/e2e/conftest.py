@@ -75,9 +75,19 @@ class Tether:
     same `.tether/secret` and `.tether/state.db` are used, and on the same port if it is
     still free."""
 
-    def __init__(self, workdir: Path, log_path: Path, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        log_path: Path,
+        extra_args: list[str] | None = None,
+        binary: Path = TETHER_BIN,
+        python: Path | None = PYTHON,
+    ):
+        """`python=None` leaves the interpreter to tether (no TETHER_PYTHON, no VIRTUAL_ENV)."""
         self.workdir = workdir
         self.extra_args = extra_args or []
+        self.binary = binary
+        self.python = python
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
@@ -92,10 +102,13 @@ class Tether:
         assert self.proc is None, "tether is already running"
         self.starts += 1
         env = dict(os.environ)
-        env["TETHER_PYTHON"] = str(PYTHON)
+        env.pop("TETHER_PYTHON", None)
+        env.pop("VIRTUAL_ENV", None)
+        if self.python is not None:
+            env["TETHER_PYTHON"] = str(self.python)
         env["TETHER_LOG"] = env.get("TETHER_E2E_LOG", "tether=debug")
         env.pop("BOKEH_SECRET_KEY", None)
-        cmd = [str(TETHER_BIN), "serve", str(APP), "--port", str(self.port), *self.extra_args]
+        cmd = [str(self.binary), "serve", str(APP), "--port", str(self.port), *self.extra_args]
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)} (cwd {self.workdir})\n".encode())

@@ -28,7 +28,8 @@ enum Command {
 
 #[derive(Args)]
 struct Serve {
-    /// App scripts (.py); each is served at /<file stem>.
+    /// Apps: scripts (.py), notebooks (.ipynb), Markdown (.md) or directories with a main.py;
+    /// each is served at /<file or directory name>.
     #[arg(required = true)]
     apps: Vec<PathBuf>,
     /// Port to listen on (0 picks a free one).
@@ -37,9 +38,10 @@ struct Serve {
     /// Address to listen on.
     #[arg(long, default_value = defaults::ADDRESS)]
     address: String,
-    /// Python interpreter with Panel installed [default: $TETHER_PYTHON, then python3].
-    #[arg(long, env = "TETHER_PYTHON", default_value = defaults::PYTHON)]
-    python: PathBuf,
+    /// Python interpreter with Panel installed [default: $TETHER_PYTHON, then the active
+    /// virtual environment's, then the one tether is installed beside, then python3].
+    #[arg(long, env = "TETHER_PYTHON")]
+    python: Option<PathBuf>,
     /// Where state lives: sqlite:PATH or redis://HOST:PORT[/DB].
     #[arg(long, default_value = defaults::STATE)]
     state: String,
@@ -146,7 +148,16 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     survive_file_size_limit();
     let mut config = tether::config::Config::new(s.apps);
-    config.python = s.python;
+    config.python = match s.python {
+        Some(python) => python,
+        None => {
+            let exe = std::env::current_exe().ok();
+            let venv = std::env::var_os("VIRTUAL_ENV");
+            let (python, why) = tether::workers::default_python(venv.as_deref(), exe.as_deref());
+            tracing::info!(python = %python.display(), "workers use {why} Python (--python to choose)");
+            python
+        }
+    };
     config.state_url = s.state;
     config.secret_file = s.secret_file;
     config.live_ttl = s.live_ttl;
@@ -174,7 +185,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     let names: Vec<String> = config
         .apps
         .iter()
-        .filter_map(|a| a.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter_map(|a| tether::serve::app_name(a).ok())
         .collect();
     let announce = async move {
         // Printed once the workers are up, so scripts can wait for it.

@@ -22,7 +22,7 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the Python at {python} has no Panel; install it with `{python} -m pip install -r requirements.txt` or pass --python PATH")]
+    #[error("the Python at {python} has no Panel; install it with `{python} -m pip install panel` or pass --python PATH")]
     NoPanel { python: PathBuf },
     #[error("{0}; fix the app and start tether again")]
     App(String),
@@ -78,6 +78,35 @@ pub fn check_panel_args(args: &[String]) -> Result<(), WorkerError> {
         }
     }
     Ok(())
+}
+
+/// The interpreter to run workers with when neither `--python` nor `TETHER_PYTHON` names
+/// one, and why it was chosen: the active virtual environment's (`VIRTUAL_ENV`), else the
+/// one beside the tether binary (a venv that `pip install` put tether into), else `python3`
+/// from the PATH.
+pub fn default_python(
+    virtual_env: Option<&std::ffi::OsStr>,
+    exe: Option<&std::path::Path>,
+) -> (PathBuf, &'static str) {
+    let beside = |dir: &std::path::Path| {
+        ["python", "python3"]
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|p| p.is_file())
+    };
+    if let Some(python) = virtual_env
+        .filter(|v| !v.is_empty())
+        .and_then(|v| beside(&std::path::Path::new(v).join("bin")))
+    {
+        return (python, "the active virtual environment's");
+    }
+    if let Some(python) = exe.and_then(std::path::Path::parent).and_then(beside) {
+        return (python, "the one tether is installed beside");
+    }
+    (
+        PathBuf::from(crate::config::defaults::PYTHON),
+        "python3 from the PATH",
+    )
 }
 
 /// Everything needed to start a worker, fixed for the gateway's lifetime.
@@ -225,6 +254,43 @@ pub async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_python_is_the_active_venvs_then_the_one_beside_tether() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("active");
+        let installed = dir.path().join("installed/bin");
+        std::fs::create_dir_all(active.join("bin")).unwrap();
+        std::fs::create_dir_all(&installed).unwrap();
+        std::fs::write(active.join("bin/python"), "").unwrap();
+        std::fs::write(installed.join("python3"), "").unwrap();
+        let exe = installed.join("tether");
+        let venv = active.as_os_str();
+        assert_eq!(
+            default_python(Some(venv), Some(&exe)).0,
+            active.join("bin/python")
+        );
+        assert_eq!(
+            default_python(None, Some(&exe)).0,
+            installed.join("python3")
+        );
+        // An active venv without an interpreter, or an empty VIRTUAL_ENV, does not count.
+        let empty = dir.path().join("empty");
+        assert_eq!(
+            default_python(Some(empty.as_os_str()), Some(&exe)).0,
+            installed.join("python3")
+        );
+        assert_eq!(
+            default_python(Some("".as_ref()), Some(&exe)).0,
+            installed.join("python3")
+        );
+        // A binary built in a source tree has no interpreter beside it.
+        let built = dir.path().join("target/debug/tether");
+        assert_eq!(
+            default_python(None, Some(&built)).0,
+            PathBuf::from("python3")
+        );
+    }
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
