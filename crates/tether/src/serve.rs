@@ -4,7 +4,7 @@
 //! `run(listener, config, ready, shutdown)` is what `main` calls; the tests run the binary.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -71,27 +71,64 @@ fn validate_apps(apps: &[PathBuf]) -> Result<Vec<String>, ServeError> {
     }
     let mut names: Vec<String> = Vec::new();
     for app in apps {
-        if app.extension().and_then(|e| e.to_str()) != Some("py") {
+        let stem = app_name(app)?;
+        if names.contains(&stem) {
             return Err(ServeError::App(format!(
-                "{} is not a Python script; pass the path of a Panel or Bokeh app ending in .py",
-                app.display()
+                "two apps are named {stem}; each app is served at /<file or directory name>, so rename one"
             )));
         }
-        if !app.is_file() {
-            return Err(ServeError::App(format!(
-                "the app {} does not exist; check the path",
-                app.display()
-            )));
-        }
-        let stem = app.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        if names.iter().any(|n| n == stem) {
-            return Err(ServeError::App(format!(
-                "two apps are named {stem}; each app is served at /<file name>, so rename one"
-            )));
-        }
-        names.push(stem.to_owned());
+        names.push(stem);
     }
     Ok(names)
+}
+
+/// The kinds of file `panel serve` runs as an app.
+const APP_FILES: [&str; 3] = ["py", "ipynb", "md"];
+
+/// The name an app is served under (`/<name>`), as `panel serve` names it: a script, notebook
+/// or Markdown file by its stem, a directory app (one with `main.py` or `main.ipynb`, beside
+/// its `templates/`, `theme.yaml` and `static/`) by the directory's name.
+pub fn app_name(app: &Path) -> Result<String, ServeError> {
+    let name = |p: &Path, what: &str| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ServeError::App(format!(
+                    "the {what} {} has no name to serve it under; give its path by name",
+                    app.display()
+                ))
+            })
+    };
+    if app.is_dir() {
+        if ["main.py", "main.ipynb"]
+            .iter()
+            .any(|m| app.join(m).is_file())
+        {
+            // `app/.` and `app/` name the directory itself.
+            let dir = app.canonicalize().unwrap_or_else(|_| app.to_path_buf());
+            return name(&dir, "directory");
+        }
+        return Err(ServeError::App(format!(
+            "the directory {} has no main.py or main.ipynb; a directory app needs one",
+            app.display()
+        )));
+    }
+    let kind = app.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    if !APP_FILES.contains(&kind) {
+        return Err(ServeError::App(format!(
+            "{} is not a Panel app; pass a .py, .ipynb or .md file, or a directory with main.py",
+            app.display()
+        )));
+    }
+    if !app.is_file() {
+        return Err(ServeError::App(format!(
+            "the app {} does not exist; check the path",
+            app.display()
+        )));
+    }
+    name(app, "app")
 }
 
 /// Runs the gateway on `listener` until `shutdown` completes, then drains and stops the
@@ -264,4 +301,47 @@ fn head_bytes<B>(req: &Request<B>) -> usize {
         .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
         .sum();
     line + headers + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apps_are_named_as_panel_serve_names_them_and_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("crossfilter/templates")).unwrap();
+        std::fs::write(root.join("crossfilter/main.py"), "").unwrap();
+        std::fs::create_dir_all(root.join("nb_dir")).unwrap();
+        std::fs::write(root.join("nb_dir/main.ipynb"), "{}").unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        for file in ["app.py", "notes.ipynb", "readme.md", "data.csv"] {
+            std::fs::write(root.join(file), "").unwrap();
+        }
+        let named = |p: &str| app_name(&root.join(p)).map_err(|e| e.to_string());
+        assert_eq!(named("crossfilter").unwrap(), "crossfilter");
+        assert_eq!(named("crossfilter/").unwrap(), "crossfilter");
+        assert_eq!(named("crossfilter/.").unwrap(), "crossfilter");
+        assert_eq!(named("nb_dir").unwrap(), "nb_dir");
+        assert_eq!(named("app.py").unwrap(), "app");
+        assert_eq!(named("notes.ipynb").unwrap(), "notes");
+        assert_eq!(named("readme.md").unwrap(), "readme");
+        let refused = [
+            ("empty", "has no main.py or main.ipynb"),
+            ("data.csv", "is not a Panel app"),
+            ("missing.py", "does not exist"),
+        ];
+        for (path, says) in refused {
+            let err = named(path).unwrap_err();
+            assert!(err.contains(says), "{path}: {err}");
+        }
+        let two = [root.join("app.py"), root.join("crossfilter/main.py")];
+        assert!(validate_apps(&two).is_ok(), "app and main differ");
+        let clash = [root.join("crossfilter"), root.join("crossfilter/")];
+        assert!(validate_apps(&clash)
+            .unwrap_err()
+            .to_string()
+            .contains("two apps are named crossfilter"));
+    }
 }

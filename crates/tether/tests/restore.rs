@@ -167,6 +167,62 @@ async fn every_common_widget_survives_a_restart_but_no_password() {
     );
 }
 
+/// The app forms `panel serve` takes besides a script: a directory app (its template, theme
+/// and `static/` working as under `panel serve`) and a notebook, served side by side, each
+/// restored after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn directory_and_notebook_apps_are_served_and_restored() {
+    let dir = tempdir();
+    let mut tether = Tether::start(
+        dir.path(),
+        &[
+            app("tests/apps/dir_app/"),
+            app("tests/apps/notebook_app.ipynb"),
+        ],
+        &[],
+    );
+    let mut b = Browser::new();
+    let page = b.get(&format!("{}/dir_app", tether.base), &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.html.contains("dir-app-template"),
+        "the directory's own template"
+    );
+    let (status, _, body) =
+        common::bokeh::http_get(&tether.url("/dir_app/static/note.txt"), &[]).await;
+    assert_eq!(
+        (status, body.trim()),
+        (200, "a static file of the directory app")
+    );
+    let mut tab = b.open(&tether.base, "dir_app").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    assert_eq!(
+        tab.doc.attr(&slider, "bar_color"),
+        json!("#123456"),
+        "theme.yaml"
+    );
+    tab.set(&slider, "value", json!(7)).await;
+    tab.wait_for("div", |d| d.text().contains("dir value=7"))
+        .await;
+    tab.close().await;
+    let mut nb = b.open(&tether.base, "notebook_app").await;
+    let nb_slider = nb.doc.id_of("Slider", "title", "nb value");
+    nb.set(&nb_slider, "value", json!(5)).await;
+    nb.wait_for("text", |d| d.text().contains("notebook value=5"))
+        .await;
+    nb.close().await;
+
+    tether.restart();
+    let tab = b.open(&tether.base, "dir_app").await;
+    assert!(tab.doc.text().contains("dir value=7"), "{}", tab.doc.text());
+    let nb = b.open(&tether.base, "notebook_app").await;
+    assert!(
+        nb.doc.text().contains("notebook value=5"),
+        "{}",
+        nb.doc.text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn models_created_by_clicks_are_recreated() {
     let dir = tempdir();

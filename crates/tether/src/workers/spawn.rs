@@ -7,7 +7,7 @@
 //!
 //! A worker is started through a small bootstrap that (1) exits when its stdin closes, which
 //! happens when the gateway dies for any reason, even SIGKILL; (2) checks that Panel imports and
-//! that every app compiles, so those mistakes get one clear sentence instead of an error page.
+//! that every app script compiles (and that a notebook can be served), so those mistakes get one clear sentence instead of an error page.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,18 @@ except ImportError as e:
 args = sys.argv[1:]
 apps = args[:args.index("--")]
 for app in apps:
+    if os.path.isdir(app):
+        script = os.path.join(app, "main.py")
+        app = script if os.path.isfile(script) else os.path.join(app, "main.ipynb")
+    if app.endswith(".ipynb"):
+        try:
+            import nbconvert, nbformat
+        except ImportError:
+            sys.stderr.write("tether-bootstrap: app-error: %s is a notebook, and serving one needs nbconvert: pip install nbconvert\n" % app)
+            sys.exit(65)
+        continue
+    if not app.endswith(".py"):
+        continue
     try:
         with open(app, "rb") as f:
             compile(f.read(), app, "exec")
