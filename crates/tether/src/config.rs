@@ -29,6 +29,8 @@ pub mod defaults {
     pub const TOKEN_LIFETIME: &str = "5m";
     /// Longest a restore may take.
     pub const REPLAY_TIMEOUT: &str = "20s";
+    /// Longest a worker may take to start.
+    pub const STARTUP_TIMEOUT: &str = "60s";
     /// Most open client connections.
     pub const MAX_CONNECTIONS: usize = 10_000;
     /// Most live sessions over all workers.
@@ -103,7 +105,7 @@ impl Config {
             workers: defaults::WORKERS.into(),
             panel_args: Vec::new(),
             token_lifetime: duration(defaults::TOKEN_LIFETIME),
-            worker_start_timeout: Duration::from_secs(60),
+            worker_start_timeout: duration(defaults::STARTUP_TIMEOUT),
             replay_timeout: duration(defaults::REPLAY_TIMEOUT),
             shutdown_grace: duration(defaults::SHUTDOWN_GRACE),
             limits: Limits::default(),
@@ -211,6 +213,7 @@ mod tests {
             defaults::STATE_TTL,
             defaults::TOKEN_LIFETIME,
             defaults::REPLAY_TIMEOUT,
+            defaults::STARTUP_TIMEOUT,
             defaults::HANDSHAKE_TIMEOUT,
             defaults::IDLE_TIMEOUT,
             defaults::SHUTDOWN_GRACE,

@@ -49,20 +49,23 @@ struct Serve {
     #[arg(long, default_value = defaults::SECRET_FILE)]
     secret_file: PathBuf,
     /// How long an unconnected live session is kept for reattach (e.g. 1h, 30m).
-    #[arg(long, default_value = defaults::LIVE_TTL, value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::LIVE_TTL, value_parser = duration)]
     live_ttl: Duration,
     /// How long a user's saved state is kept after their last change.
-    #[arg(long, default_value = defaults::STATE_TTL, value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::STATE_TTL, value_parser = duration)]
     state_ttl: Duration,
     /// Number of panel serve workers.
     #[arg(long, default_value_t = defaults::WORKERS, value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
     /// Lifetime of the Bokeh tokens tether mints for workers.
-    #[arg(long, default_value = defaults::TOKEN_LIFETIME, value_parser = humantime::parse_duration, hide = true)]
+    #[arg(long, default_value = defaults::TOKEN_LIFETIME, value_parser = duration, hide = true)]
     token_lifetime: Duration,
     /// Longest a restore may take before the page is shown as it is.
-    #[arg(long, default_value = defaults::REPLAY_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::REPLAY_TIMEOUT, value_parser = duration)]
     replay_timeout: Duration,
+    /// Longest a worker may take to start (importing the app's libraries included).
+    #[arg(long, default_value = defaults::STARTUP_TIMEOUT, value_parser = duration)]
+    startup_timeout: Duration,
     /// Most open client connections, websockets included.
     #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
@@ -80,13 +83,13 @@ struct Serve {
     #[arg(long, default_value_t = defaults::MAX_HEADER_SIZE)]
     max_header_size: usize,
     /// Longest a client may take to send its request head (and a worker to accept a websocket).
-    #[arg(long, default_value = defaults::HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::HANDSHAKE_TIMEOUT, value_parser = duration)]
     handshake_timeout: Duration,
     /// A websocket whose browser answers nothing (not even pings) for this long is closed.
-    #[arg(long, default_value = defaults::IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::IDLE_TIMEOUT, value_parser = duration)]
     idle_timeout: Duration,
     /// How long open connections may finish after SIGTERM.
-    #[arg(long, default_value = defaults::SHUTDOWN_GRACE, value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = defaults::SHUTDOWN_GRACE, value_parser = duration)]
     shutdown_grace: Duration,
     /// More things never to record, e.g. "field:TextInput.value,model:MyWidget,event:tap".
     #[arg(long)]
@@ -98,6 +101,13 @@ struct Serve {
     /// Arguments after `--` go to `panel serve` verbatim.
     #[arg(last = true)]
     panel_args: Vec<String>,
+}
+
+/// A duration flag's value, such as `90s`, `30m`, `1h 30m` or `30days`.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|_| {
+        format!("{text:?} is not a duration; write a number with a unit, such as 90s, 30m, 2h or 30days")
+    })
 }
 
 fn main() -> ExitCode {
@@ -161,6 +171,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.state_url = s.state;
     config.secret_file = s.secret_file;
     config.live_ttl = s.live_ttl;
+    config.worker_start_timeout = s.startup_timeout;
     config.state_ttl = s.state_ttl;
     config.workers = s.workers.into();
     config.panel_args = s.panel_args;

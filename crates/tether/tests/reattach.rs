@@ -277,6 +277,42 @@ fn clear_errors_for_user_mistakes() {
     let (code, err) = Tether::fail(dir.path(), &[bad.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("syntax error at line 2"), "{err}");
+    assert!(!err.contains("Fatal Python error"), "a clean exit: {err}");
+
+    // A duration that is not one.
+    let (code, err) = Tether::fail(dir.path(), &[&catalog, "--live-ttl", "forever"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("\"forever\" is not a duration") && err.contains("30m"),
+        "{err}"
+    );
+}
+
+/// An exception in the app shows in the terminal at the default log level, with what
+/// Panel prints of its traceback, as under `panel serve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_error_shows_its_traceback_at_the_default_level() {
+    let dir = tempdir();
+    let broken = dir.path().join("broken.py");
+    std::fs::write(
+        &broken,
+        "import panel as pn\n\ndef load():\n    raise RuntimeError('boom-at-import')\n\nload()\n",
+    )
+    .unwrap();
+    let tether =
+        Tether::start_with_env(dir.path(), &[broken], &[], &[("TETHER_LOG", "tether=info")]);
+    let _ = common::bokeh::http_get(&tether.url("/broken"), &[]).await;
+    assert!(
+        tether.wait_log("RuntimeError: boom-at-import", Duration::from_secs(10)),
+        "{}",
+        tether.stderr()
+    );
+    let log = tether.stderr();
+    assert!(log.contains("Traceback (most recent call last)"), "{log}");
+    assert!(
+        log.contains("raise RuntimeError('boom-at-import')"),
+        "the failing line, as panel serve prints it: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

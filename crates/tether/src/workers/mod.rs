@@ -28,7 +28,7 @@ pub enum WorkerError {
     App(String),
     #[error("the panel worker exited during start-up ({status}); its last output was:\n{tail}")]
     Exited { status: String, tail: String },
-    #[error("the panel worker did not become ready within {0:?}; pass a longer start-up time or check the app")]
+    #[error("the panel worker did not become ready within {0:?}; check the app, or give it longer with --startup-timeout")]
     Timeout(Duration),
     #[error("cannot make the private directory {dir} for the workers' sockets; check that the temporary directory is writable")]
     SocketDir {

@@ -35,12 +35,16 @@ def _watch():
     finally:
         os._exit(0)
 threading.Thread(target=_watch, daemon=True).start()
+def _fail(code, text):
+    # os._exit: a normal exit would abort on the watcher thread's locked stdin.
+    sys.stderr.write("tether-bootstrap: %s\n" % text)
+    sys.stderr.flush()
+    os._exit(code)
 try:
     import panel
     from panel.command import main
 except ImportError as e:
-    sys.stderr.write("tether-bootstrap: no-panel: %s\n" % e)
-    sys.exit(64)
+    _fail(64, "no-panel: %s" % e)
 args = sys.argv[1:]
 apps = args[:args.index("--")]
 for app in apps:
@@ -51,8 +55,7 @@ for app in apps:
         try:
             import nbconvert, nbformat
         except ImportError:
-            sys.stderr.write("tether-bootstrap: app-error: %s is a notebook, and serving one needs nbconvert: pip install nbconvert\n" % app)
-            sys.exit(65)
+            _fail(65, "app-error: the notebook %s needs nbconvert in the workers' Python (pip install nbconvert)" % app)
         continue
     if not app.endswith(".py"):
         continue
@@ -60,11 +63,9 @@ for app in apps:
         with open(app, "rb") as f:
             compile(f.read(), app, "exec")
     except SyntaxError as e:
-        sys.stderr.write("tether-bootstrap: app-error: %s has a syntax error at line %s: %s\n" % (app, e.lineno, e.msg))
-        sys.exit(65)
+        _fail(65, "app-error: %s has a syntax error at line %s: %s" % (app, e.lineno, e.msg))
     except OSError as e:
-        sys.stderr.write("tether-bootstrap: app-error: cannot read %s: %s\n" % (app, e.strerror))
-        sys.exit(65)
+        _fail(65, "app-error: cannot read %s: %s" % (app, e.strerror))
 sys.argv = ["panel", "serve"] + apps + args[args.index("--") + 1:]
 sys.exit(main())
 "#;
@@ -248,13 +249,45 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
     tail: Arc<Mutex<VecDeque<String>>>,
 ) {
     let mut lines = reader.lines();
+    let mut output = Output::default();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::debug!(target: "tether::worker::output", worker = index, "{line}");
+        if output.is_trouble(&line) {
+            tracing::warn!(target: "tether::worker::output", worker = index, "{line}");
+        } else {
+            tracing::debug!(target: "tether::worker::output", worker = index, "{line}");
+        }
         let mut t = tail.lock().expect("tail lock");
         if t.len() == TAIL_LINES {
             t.pop_front();
         }
         t.push_back(line);
+    }
+}
+
+/// Sorts a worker's output lines: errors, warnings and whole tracebacks are shown at the
+/// default log level, as `panel serve` prints them; the rest only at debug.
+#[derive(Default)]
+struct Output {
+    in_traceback: bool,
+}
+
+impl Output {
+    fn is_trouble(&mut self, line: &str) -> bool {
+        if line.starts_with("Traceback (most recent call last)") {
+            self.in_traceback = true;
+            return true;
+        }
+        if self.in_traceback {
+            // Frames are indented; the first line that is not ends the traceback.
+            if !line.starts_with(char::is_whitespace) {
+                self.in_traceback = false;
+            }
+            return true;
+        }
+        let lower = line.to_ascii_lowercase();
+        ["error", "exception", "warning", "fatal"]
+            .iter()
+            .any(|w| lower.contains(w))
     }
 }
 
@@ -290,5 +323,40 @@ async fn wait_ready(p: &mut Process, spec: &WorkerSpec) -> Result<(), WorkerErro
             return Err(WorkerError::Timeout(spec.start_timeout));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_and_whole_tracebacks_are_trouble_and_chatter_is_not() {
+        let mut out = Output::default();
+        let lines = [
+            (
+                "2026-12-02 15:35:04,700 Starting Bokeh server version 3.9.2",
+                false,
+            ),
+            (
+                "2026-12-02 15:35:04,736 Error running application handler <...>",
+                true,
+            ),
+            ("Traceback (most recent call last):", true),
+            ("  File \"app.py\", line 3, in <module>", true),
+            ("    1 / 0", true),
+            ("ZeroDivisionError: division by zero", true),
+            (
+                "2026-12-02 15:35:05,001 200 GET /app (127.0.0.1) 12.00ms",
+                false,
+            ),
+            (
+                "WARNING:param.Column: Setting non-parameter attribute",
+                true,
+            ),
+        ];
+        for (line, trouble) in lines {
+            assert_eq!(out.is_trouble(line), trouble, "{line}");
+        }
     }
 }
