@@ -9,8 +9,10 @@ export TETHER_PYTHON := $(abspath $(VPY))
 # An older Panel the tests also run against (tests/requirements-panel17.txt).
 VENV17 := .venv-panel17
 export TETHER_PYTHON_PANEL17 := $(abspath $(VENV17)/bin/python)
+# The oldest Panel tether supports (tests/requirements-panel14.txt).
+VENV14 := .venv-panel14
 
-.PHONY: all build venv venv-panel17 system-deps demo lint test e2e bench clean
+.PHONY: all build venv venv-panel17 venv-panel14 system-deps demo lint test e2e bench clean
 
 all: build
 
@@ -33,6 +35,14 @@ $(VENV17)/.installed: tests/requirements-panel17.txt
 	$(VENV17)/bin/python -m pip install --quiet -r tests/requirements-panel17.txt
 	touch $@
 
+venv-panel14: $(VENV14)/.installed
+
+$(VENV14)/.installed: tests/requirements-panel14.txt
+	$(PYTHON) -m venv $(VENV14)
+	$(VENV14)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV14)/bin/python -m pip install --quiet -r tests/requirements-panel14.txt
+	touch $@
+
 # Debian packages the tests use: redis-server for the Redis store, faketime to step a
 # gateway's wall clock. Installed only when missing.
 system-deps:
@@ -53,8 +63,11 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: venv venv-panel17 system-deps lint
+test: venv venv-panel17 venv-panel14 system-deps lint
 	cargo test --workspace --no-fail-fast
+	# The suites a user's version matters to, again on the oldest supported Panel.
+	TETHER_PYTHON=$(abspath $(VENV14)/bin/python) cargo test -p tether --no-fail-fast \
+	  --test restore --test reattach --test causal
 	$(MAKE) e2e
 
 # The original request's five checks (and three more) in a real headless Chromium.
@@ -68,4 +81,4 @@ bench: venv
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(VENV17) .tether
+	rm -rf $(VENV) $(VENV17) $(VENV14) .tether

@@ -173,7 +173,7 @@ async fn a_click_reads_the_change_before_it(python: Option<PathBuf>) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_click_reads_the_change_before_it_on_panel_19() {
+async fn a_click_reads_the_change_before_it_on_the_tested_panel() {
     a_click_reads_the_change_before_it(None).await;
 }
 

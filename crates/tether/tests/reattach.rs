@@ -15,6 +15,7 @@ async fn select_and_plot(tab: &mut Tab, rows: &[u64], expect_title: &str) {
         .unwrap()
         .to_owned();
     tab.set(&selection, "indices", json!(rows)).await;
+    tab.pause().await;
     let button = tab.doc.id_of("Button", "label", "Plot");
     tab.click(&button).await;
     tab.wait_for("the plot", |d| d.titles().iter().any(|t| t == expect_title))

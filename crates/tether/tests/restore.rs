@@ -20,6 +20,7 @@ async fn catalog_selection_and_plot_survive_a_restart() {
         .unwrap()
         .to_owned();
     tab.set(&sel, "indices", json!([1, 3])).await;
+    tab.pause().await;
     let plot = tab.doc.id_of("Button", "label", "Plot");
     tab.click(&plot).await;
     tab.wait_for("plot", |d| d.titles().iter().any(|t| t == "beta, delta"))

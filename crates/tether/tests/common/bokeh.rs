@@ -291,6 +291,14 @@ impl Tab {
 
     /// Reads until the worker has been quiet for a while, applying patches; an app that is
     /// never quiet (a periodic callback) is read for 3 s at most.
+    /// The moment a person takes between two actions; what arrives meanwhile is read later.
+    /// Before Panel 1.8 a click sent within 50 ms of a change runs before that change
+    /// reaches Python, in a real browser as here, so a test that acts faster than a person
+    /// would test its client, not tether.
+    pub async fn pause(&self) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
     pub async fn settle(&mut self) {
         let until = tokio::time::Instant::now() + Duration::from_secs(3);
         while tokio::time::Instant::now() < until
