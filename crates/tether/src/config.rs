@@ -90,6 +90,9 @@ pub struct Config {
     /// when a proxy sends it); `*.domain` matches a domain's hosts and `*` any. A page or
     /// websocket for another name is refused, which defeats DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// The URL path everything is served under (`/dash`), or empty for the root; the
+    /// workers are given it too, so their pages link below it.
+    pub prefix: String,
 }
 
 impl Config {
@@ -111,6 +114,7 @@ impl Config {
             limits: Limits::default(),
             exclude: None,
             allowed_hosts: default_hosts(&std::net::Ipv4Addr::LOCALHOST.into()),
+            prefix: String::new(),
         }
     }
 
@@ -128,6 +132,22 @@ impl Config {
                 })
         })
     }
+}
+
+/// A `--prefix` as tether uses it: empty for none, else one leading `/` and no trailing
+/// one (`dash/`, `/dash` and `/dash/` are all `/dash`).
+pub fn normalize_prefix(text: &str) -> Result<String, String> {
+    let inner = text.trim().trim_matches('/');
+    if inner.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || "-._~/".contains(c);
+    if !inner.chars().all(ok) || inner.contains("//") || inner.split('/').any(|s| s == "..") {
+        return Err(format!(
+            "{text:?} is not a URL prefix; use letters, digits, '-', '_', '.' and '/', such as /dash"
+        ));
+    }
+    Ok(format!("/{inner}"))
 }
 
 /// The host names allowed when none are given: the loopback names, and the listening
@@ -224,6 +244,27 @@ mod tests {
         assert_eq!(c.live_ttl, Duration::from_secs(3600));
         assert_eq!(c.state_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn prefixes_are_normalized_and_odd_ones_refused() {
+        for (given, want) in [
+            ("", ""),
+            ("/", ""),
+            ("dash", "/dash"),
+            ("/dash/", "/dash"),
+            ("/a/b", "/a/b"),
+        ] {
+            assert_eq!(normalize_prefix(given).unwrap(), want, "{given}");
+        }
+        for bad in ["/a b", "/a?x", "/a//b", "/../x", "/a%2f"] {
+            assert!(
+                normalize_prefix(bad)
+                    .unwrap_err()
+                    .contains("not a URL prefix"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -98,6 +98,10 @@ struct Serve {
     /// domain, `*` for any) [default: localhost, 127.0.0.1, ::1 and --address].
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_host: Vec<String>,
+    /// Serve everything under this URL path (e.g. /dash), as behind a proxy on a sub-path;
+    /// the workers get it too.
+    #[arg(long, default_value = "", value_parser = tether::config::normalize_prefix)]
+    prefix: String,
     /// Arguments after `--` go to `panel serve` verbatim.
     #[arg(last = true)]
     panel_args: Vec<String>,
@@ -179,6 +183,8 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.replay_timeout = s.replay_timeout;
     config.exclude = s.exclude;
     config.shutdown_grace = s.shutdown_grace;
+    config.prefix = s.prefix;
+    let prefix = config.prefix.clone();
     config.allowed_hosts = if s.allow_host.is_empty() {
         tether::config::default_hosts(&addr.ip())
     } else {
@@ -201,7 +207,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     let announce = async move {
         // Printed once the workers are up, so scripts can wait for it.
         for name in &names {
-            println!("tether: serving http://{bound}/{name}");
+            println!("tether: serving http://{bound}{prefix}/{name}");
         }
     };
     tether::serve::run(listener, config, announce, shutdown_signal()).await?;

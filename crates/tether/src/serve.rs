@@ -154,6 +154,7 @@ pub async fn run(
         python: config.python.clone(),
         apps: config.apps.clone(),
         panel_args: config.panel_args.clone(),
+        prefix: config.prefix.clone(),
         bokeh_key: keys.bokeh.clone(),
         // Longer than the gateway's own TTL, so a session we consider alive always is.
         unused_session_lifetime: config.live_ttl + std::time::Duration::from_secs(60),

@@ -168,6 +168,59 @@ async fn every_common_widget_survives_a_restart_but_no_password() {
     );
 }
 
+/// `--prefix /dash`, as behind a proxy that forwards a sub-path: pages, assets, websockets and
+/// tether's own endpoints all live under it, and both layers work there.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_under_a_prefix_reattaches_and_restores() {
+    let dir = tempdir();
+    let mut tether = Tether::start(
+        dir.path(),
+        &[app("tests/apps/plain_bokeh.py")],
+        &["--prefix", "/dash/"],
+    );
+    let base = format!("{}/dash", tether.base);
+    let (status, headers, _) = common::bokeh::http_get(&format!("{base}/"), &[]).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/dash/plain_bokeh");
+    let (status, _, _) = common::bokeh::http_get(&tether.url("/dash/.tether/health"), &[]).await;
+    assert_eq!(status, 200, "health under the prefix");
+    let mut b = Browser::new();
+    let page = b.get(&format!("{base}/plain_bokeh"), &[]).await;
+    // Panel links its assets relative to the page (`static/js/bokeh.min.js`), so they
+    // resolve below the prefix.
+    let script = page
+        .html
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .find(|u| u.starts_with("static/js/bokeh"))
+        .expect("the page loads BokehJS")
+        .to_owned();
+    let asset = format!("/dash/{script}");
+    let (status, _, _) = common::bokeh::http_get(&tether.url(&asset), &[]).await;
+    assert_eq!(status, 200, "{asset} through tether");
+    let mut tab = b.open(&base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    tab.set(&slider, "value", json!(9)).await;
+    tab.wait_for("div", |d| d.text().contains("value=9")).await;
+    let session = tab.session_id.clone();
+    tab.close().await;
+    let tab = b.open(&base, "plain_bokeh").await;
+    assert_eq!(tab.session_id, session, "reattached under the prefix");
+    tab.close().await;
+
+    tether.restart();
+    let tab = b
+        .open(&format!("{}/dash", tether.base), "plain_bokeh")
+        .await;
+    assert_ne!(tab.session_id, session);
+    assert!(
+        tab.doc.text().contains("value=9 color=red"),
+        "{}",
+        tab.doc.text()
+    );
+}
+
 /// The app forms `panel serve` takes besides a script: a directory app (its template, theme
 /// and `static/` working as under `panel serve`) and a notebook, served side by side, each
 /// restored after a restart.

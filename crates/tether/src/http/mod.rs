@@ -32,6 +32,7 @@ pub struct Http {
 
 /// Every route of the gateway.
 ///
+/// All of them under `--prefix` when one is given:
 /// - `/` lists the apps (or redirects to the only one);
 /// - `/.tether/health`, `/.tether/metrics` and `/.tether/forget` are tether's own;
 /// - `/{app}` (and `/{app}/`) is an app page, `/{app}/ws` its websocket;
@@ -42,22 +43,41 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         client: proxy::client(gw.socket_dir()),
         gw,
     };
-    Router::new()
-        .route("/", any(pages::index))
-        .route("/.tether/health", any(ops::health))
-        .route("/.tether/metrics", any(ops::metrics))
-        .route("/.tether/forget", any(ops::forget))
-        .route("/.tether/{*rest}", any(ops::unknown))
-        .route("/.tether/", any(ops::unknown))
-        .route("/{app}", any(pages::app))
-        .route("/{app}/", any(pages::app))
-        .route("/{app}/ws", any(websocket::app_ws))
+    let prefix = state.gw.config().prefix.clone();
+    let at = |path: &str| format!("{prefix}{path}");
+    let mut routes = Router::new();
+    if !prefix.is_empty() {
+        routes = routes.route(&prefix, any(pages::index));
+    }
+    routes
+        .route(&at("/"), any(pages::index))
+        .route(&at("/.tether/health"), any(ops::health))
+        .route(&at("/.tether/metrics"), any(ops::metrics))
+        .route(&at("/.tether/forget"), any(ops::forget))
+        .route(&at("/.tether/{*rest}"), any(ops::unknown))
+        .route(&at("/.tether/"), any(ops::unknown))
+        .route(&at("/{app}"), any(pages::app))
+        .route(&at("/{app}/"), any(pages::app))
+        .route(&at("/{app}/ws"), any(websocket::app_ws))
         .fallback(pages::asset)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             allowed_host,
         ))
         .with_state(state)
+}
+
+impl Http {
+    /// `--prefix`: empty, or a path such as `/dash` that every route is under.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.gw.config().prefix
+    }
+
+    /// The app a path under the prefix names (`/dash/app/ws` names `app`), if it is served.
+    pub(crate) fn app_named_by(&self, path: &str) -> Option<String> {
+        let below = path.strip_prefix(self.prefix())?;
+        self.gw.app(pages::first_segment(below)).map(str::to_owned)
+    }
 }
 
 /// The origin a browser shows for this gateway: `http(s)://host[:port]`, the host as the
@@ -116,7 +136,7 @@ pub(crate) fn from_own_site(headers: &http::HeaderMap) -> bool {
 /// another site that resolves its name to this machine (DNS rebinding) must not reach an app.
 /// Health and metrics answer any name, so that a load balancer may use an address.
 async fn allowed_host(State(h): State<Http>, req: Request<Body>, next: Next) -> Response<Body> {
-    let path = req.uri().path();
+    let path = req.uri().path().strip_prefix(h.prefix()).unwrap_or("");
     if path == "/.tether/health" || path == "/.tether/metrics" {
         return next.run(req).await;
     }

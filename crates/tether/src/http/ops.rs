@@ -70,7 +70,8 @@ pub async fn forget(State(h): State<Http>, req: Request<Body>) -> Response<Body>
         }
         tracing::info!(user = %user, sessions = dropped.len(), "forgot user");
     }
-    redirect(&app.map_or("/".to_owned(), |a| format!("/{a}")))
+    let prefix = h.prefix();
+    redirect(&app.map_or(format!("{prefix}/"), |a| format!("{prefix}/{a}")))
 }
 
 /// Any other path under `/.tether/`.

@@ -38,8 +38,7 @@ pub async fn app(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response<Body> {
-    let name = first_segment(req.uri().path());
-    match h.gw.app(name).map(str::to_owned) {
+    match h.app_named_by(req.uri().path()) {
         Some(app) if req.method() == Method::GET && !is_upgrade(&req) => {
             page(&h, &app, req, peer).await
         }
@@ -50,12 +49,13 @@ pub async fn app(
 /// `/`: the only app, or a list of them.
 pub async fn index(State(h): State<Http>) -> Response<Body> {
     let apps = h.gw.apps();
+    let prefix = h.prefix();
     if apps.len() == 1 {
-        return redirect(&format!("/{}", apps[0]));
+        return redirect(&format!("{prefix}/{}", apps[0]));
     }
     let items: String = apps
         .iter()
-        .map(|a| format!("<li><a href=\"/{a}\">{a}</a></li>"))
+        .map(|a| format!("<li><a href=\"{prefix}/{a}\">{a}</a></li>"))
         .collect();
     Response::builder()
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")

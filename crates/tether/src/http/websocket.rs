@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
-use super::pages::{first_segment, forward_asset, is_upgrade};
+use super::pages::{forward_asset, is_upgrade};
 use super::{proxy, Http};
 use crate::auth::{identity, token};
 use crate::gateway::ConnectionPermit;
@@ -72,8 +72,7 @@ pub async fn app_ws(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response<Body> {
-    let name = first_segment(req.uri().path());
-    match h.gw.app(name).map(str::to_owned) {
+    match h.app_named_by(req.uri().path()) {
         Some(app) if is_upgrade(&req) => accept(&h, app, req, peer).await,
         _ => forward_asset(&h, req, peer).await,
     }
@@ -144,6 +143,7 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     let socket = gw.socket(attach.worker);
     let connecting = connect_worker(
         &socket,
+        &config.prefix,
         &app,
         &fresh,
         req.headers(),
@@ -243,13 +243,14 @@ type Upstream = WebSocketStream<tokio::net::UnixStream>;
 /// browser's address, agent and (identity-free) cookies as a direct connection has them.
 async fn connect_worker(
     socket: &std::path::Path,
+    prefix: &str,
     app: &str,
     token: &str,
     browser_headers: &http::HeaderMap,
     peer: SocketAddr,
     max_message: usize,
 ) -> Result<Upstream, WsError> {
-    let mut req = format!("ws://{WORKER_HOST}/{app}/ws").into_client_request()?;
+    let mut req = format!("ws://{WORKER_HOST}{prefix}/{app}/ws").into_client_request()?;
     let h = req.headers_mut();
     let proto = HeaderValue::from_str(&format!("bokeh, {token}"))
         .map_err(|e| WsError::HttpFormat(e.into()))?;

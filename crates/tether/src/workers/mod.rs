@@ -63,7 +63,7 @@ const OWN_FLAGS: &[(&str, &str)] = &[
     ("--ssl-keyfile", "terminate TLS in front of tether"),
     (
         "--prefix",
-        "serve tether under a prefix from the proxy in front of it",
+        "use tether's own --prefix, which the workers get too",
     ),
 ];
 
@@ -118,6 +118,8 @@ pub struct WorkerSpec {
     pub apps: Vec<PathBuf>,
     /// Extra `panel serve` arguments from after `--`.
     pub panel_args: Vec<String>,
+    /// The URL prefix everything is served under, or empty.
+    pub prefix: String,
     /// Signs session ids; given to the worker through its environment only.
     pub bokeh_key: BokehKey,
     /// How long the worker keeps a session with no connection; at least `--live-ttl`.

@@ -212,6 +212,9 @@ pub async fn start(spec: &WorkerSpec, index: usize) -> Result<Process, WorkerErr
     cmd.args(["--unused-session-lifetime", &lifetime_ms]);
     cmd.args(["--check-unused-sessions", &check_ms.to_string()]);
     cmd.args(["--num-procs", "1", "--use-xheaders"]);
+    if !spec.prefix.is_empty() {
+        cmd.args(["--prefix", &spec.prefix]);
+    }
     cmd.args(&spec.panel_args);
     cmd.env("BOKEH_SECRET_KEY", spec.bokeh_key.as_str());
     cmd.env("BOKEH_SIGN_SESSIONS", "true");

@@ -148,7 +148,13 @@ impl Tab {
             "sec-websocket-protocol",
             format!("bokeh, {token}").parse().unwrap(),
         );
-        h.insert("origin", origin.unwrap_or(base).parse().unwrap());
+        // A browser's Origin is scheme and host, never a path (as `base` may have under a prefix).
+        let own = base
+            .char_indices()
+            .filter(|(_, c)| *c == '/')
+            .nth(2)
+            .map_or(base, |(i, _)| &base[..i]);
+        h.insert("origin", origin.unwrap_or(own).parse().unwrap());
         if let Some(c) = cookie {
             h.insert("cookie", c.parse().unwrap());
         }
