@@ -161,7 +161,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     })?;
     let bound = listener.local_addr()?;
     survive_file_size_limit();
-    let mut config = tether::config::Config::new(s.apps);
+    let mut config = tether::config::Config::new(tether::serve::expand_apps(&s.apps)?);
     config.python = match s.python {
         Some(python) => python,
         None => {

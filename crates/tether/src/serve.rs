@@ -82,6 +82,52 @@ fn validate_apps(apps: &[PathBuf]) -> Result<Vec<String>, ServeError> {
     Ok(names)
 }
 
+/// The app arguments with shell-style patterns expanded, as `panel serve --glob` does
+/// (`apps/*.py`, quoted so that the shell leaves it): `*` and `?` in the last component,
+/// matches sorted by name. A pattern that matches nothing is an error.
+pub fn expand_apps(apps: &[PathBuf]) -> Result<Vec<PathBuf>, ServeError> {
+    let mut out = Vec::new();
+    for app in apps {
+        let Some(pattern) = app
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.contains(['*', '?']))
+        else {
+            out.push(app.clone());
+            continue;
+        };
+        let parent = app.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = parent.unwrap_or(Path::new("."));
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.') && wildcard(pattern.as_bytes(), name.as_bytes()))
+            .map(|name| parent.map_or_else(|| PathBuf::from(&name), |p| p.join(&name)))
+            .collect();
+        if found.is_empty() {
+            return Err(ServeError::App(format!(
+                "the pattern {} matches no file; check it",
+                app.display()
+            )));
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// Whether `name` matches `pattern`, where `*` is any run of bytes and `?` any one byte.
+fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| wildcard(rest, &name[i..])),
+        Some((b'?', rest)) => !name.is_empty() && wildcard(rest, &name[1..]),
+        Some((c, rest)) => name.first() == Some(c) && wildcard(rest, &name[1..]),
+    }
+}
+
 /// The kinds of file `panel serve` runs as an app.
 const APP_FILES: [&str; 3] = ["py", "ipynb", "md"];
 
@@ -337,6 +383,12 @@ mod tests {
             let err = named(path).unwrap_err();
             assert!(err.contains(says), "{path}: {err}");
         }
+        let mut found = expand_apps(&[root.join("*.py"), root.join("n?tes.ipynb")]).unwrap();
+        found.sort();
+        assert_eq!(found, vec![root.join("app.py"), root.join("notes.ipynb")]);
+        let none = expand_apps(&[root.join("*.txt")]).unwrap_err().to_string();
+        assert!(none.contains("matches no file"), "{none}");
+        assert!(wildcard(b"a*b?c", b"aXXbYc") && !wildcard(b"a*b?c", b"abc"));
         let two = [root.join("app.py"), root.join("crossfilter/main.py")];
         assert!(validate_apps(&two).is_ok(), "app and main differ");
         let clash = [root.join("crossfilter"), root.join("crossfilter/")];

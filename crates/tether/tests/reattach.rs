@@ -316,6 +316,27 @@ async fn an_app_error_shows_its_traceback_at_the_default_level() {
     );
 }
 
+/// App patterns as `panel serve --glob` takes them, and `--index APP` after `--` as the
+/// landing page.
+#[tokio::test(flavor = "multi_thread")]
+async fn app_patterns_and_the_index_option_work_as_under_panel_serve() {
+    let dir = tempdir();
+    let tether = Tether::start(
+        dir.path(),
+        &[app("tests/apps/plain_*.py"), app("tests/apps/widgets.py")],
+        &["--", "--index", "widgets"],
+    );
+    let (status, headers, _) = common::bokeh::http_get(&tether.url("/"), &[]).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/widgets");
+    let mut b = Browser::new();
+    let tab = b.open(&tether.base, "plain_bokeh").await;
+    assert!(
+        !tab.doc.of_type("Slider").is_empty(),
+        "the pattern's match is served"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_are_bound_to_their_app_not_to_a_user_agent() {
     let dir = tempdir();

@@ -47,9 +47,29 @@ pub async fn app(
 }
 
 /// `/`: the only app, or a list of them.
-pub async fn index(State(h): State<Http>) -> Response<Body> {
+pub async fn index(
+    State(h): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response<Body> {
     let apps = h.gw.apps();
     let prefix = h.prefix();
+    // `panel serve --index APP` (after `--`) makes that app the landing page; another
+    // `--index` (a template) or `--disable-index` is the worker's to answer.
+    let args = &h.gw.config().panel_args;
+    if let Some(index) = crate::workers::panel_option(args, "--index") {
+        let stem = std::path::Path::new(index)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(index);
+        if let Some(app) = h.gw.app(stem) {
+            return redirect(&format!("{prefix}/{app}"));
+        }
+        return forward_asset(&h, req, peer).await;
+    }
+    if crate::workers::panel_option(args, "--disable-index").is_some() {
+        return forward_asset(&h, req, peer).await;
+    }
     if apps.len() == 1 {
         return redirect(&format!("{prefix}/{}", apps[0]));
     }

@@ -65,7 +65,23 @@ const OWN_FLAGS: &[(&str, &str)] = &[
         "--prefix",
         "use tether's own --prefix, which the workers get too",
     ),
+    ("--show", "open the address tether prints"),
 ];
+
+/// The value of a `panel serve` option among the arguments after `--` (`--index app` or
+/// `--index=app`), or `Some("")` for one given without a value; `None` when absent.
+pub fn panel_option<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    let mut it = args.iter().take_while(|a| *a != "--args");
+    while let Some(arg) = it.next() {
+        if let Some(value) = arg.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            return Some(value);
+        }
+        if arg == name {
+            return Some(it.next().map_or("", |v| v.as_str()));
+        }
+    }
+    None
+}
 
 /// Refuses `panel serve` arguments that would undo what tether sets on its workers (its
 /// ports, signed session ids, session lifetime), which would break reattach or ownership.
@@ -256,6 +272,31 @@ pub async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn panel_options_are_found_in_either_form_but_not_in_the_apps_own_args() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            panel_option(&args(&["--index", "app"]), "--index"),
+            Some("app")
+        );
+        assert_eq!(
+            panel_option(&args(&["--index=app"]), "--index"),
+            Some("app")
+        );
+        assert_eq!(
+            panel_option(&args(&["--disable-index"]), "--disable-index"),
+            Some("")
+        );
+        assert_eq!(
+            panel_option(&args(&["--index-titles", "x"]), "--index"),
+            None
+        );
+        assert_eq!(
+            panel_option(&args(&["--args", "--index", "a"]), "--index"),
+            None
+        );
+    }
 
     #[test]
     fn the_default_python_is_the_active_venvs_then_the_one_beside_tether() {
