@@ -52,7 +52,7 @@ def pip_tether(venv, artifacts):
 def test_10_pip_install_serves_with_the_venvs_python(new_context, pip_tether, venv):
     assert (venv / "bin" / "tether").is_file(), "pip put no tether on the venv's PATH"
     log = pip_tether.log_since_start()
-    assert "the one tether is installed beside" in log and str(venv / "bin" / "python") in log, log[-2000:]
+    assert "the Python tether is installed beside" in log and str(venv / "bin" / "python") in log, log[-2000:]
     ctx = new_context("pip")
     page = open_catalog(ctx, pip_tether.url)
     select_and_plot(page, PICK_A)

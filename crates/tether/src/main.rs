@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tether::config::defaults;
+
+mod config_file;
 
 #[derive(Parser)]
 #[command(
@@ -30,8 +32,11 @@ enum Command {
 struct Serve {
     /// Apps: scripts (.py), notebooks (.ipynb), Markdown (.md) or directories with a main.py;
     /// each is served at /<file or directory name>.
-    #[arg(required = true)]
     apps: Vec<PathBuf>,
+    /// A TOML file of flags (`port = 5006`, `apps = ["app.py"]`, `panel_args = [...]`); the
+    /// command line and the environment win over it [default: ./tether.toml when present].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = defaults::PORT)]
     port: u16,
@@ -123,7 +128,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = parse_cli(
+        std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -142,6 +151,33 @@ fn main() -> ExitCode {
                 eprintln!("  caused by: {cause}");
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command line, with the config file's keys where it and the environment are silent.
+fn parse_cli(argv: Vec<String>) -> Cli {
+    let command = Cli::command();
+    let matches = command.clone().get_matches_from(&argv);
+    let merged = match (matches.subcommand(), command.find_subcommand("serve")) {
+        (Some(("serve", sub)), Some(serve)) => config_file::merge(&argv, serve, sub),
+        _ => Ok(None),
+    };
+    match merged {
+        Ok(None) => Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()),
+        Ok(Some((path, argv))) => Cli::try_parse_from(&argv).unwrap_or_else(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!(
+                "tether: {}: {}",
+                path.display(),
+                first.trim_start_matches("error: ")
+            );
+            std::process::exit(2)
+        }),
+        Err(sentence) => {
+            eprintln!("tether: {sentence}");
+            std::process::exit(2)
         }
     }
 }
@@ -168,7 +204,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
             let exe = std::env::current_exe().ok();
             let venv = std::env::var_os("VIRTUAL_ENV");
             let (python, why) = tether::workers::default_python(venv.as_deref(), exe.as_deref());
-            tracing::info!(python = %python.display(), "workers use {why} Python (--python to choose)");
+            tracing::info!(python = %python.display(), "workers use {why} (--python to choose)");
             python
         }
     };

@@ -316,6 +316,39 @@ async fn an_app_error_shows_its_traceback_at_the_default_level() {
     );
 }
 
+/// `tether.toml` in the working directory sets what the command line and the environment
+/// leave unset: here the apps and a prefix, while its port loses to `--port 0` and its
+/// python to `TETHER_PYTHON`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_file_fills_in_what_the_command_line_leaves_unset() {
+    let dir = tempdir();
+    let plain = app("tests/apps/plain_bokeh.py");
+    std::fs::write(
+        dir.path().join("tether.toml"),
+        format!(
+            "apps = [{:?}]\nprefix = \"/dash\"\nport = 9\npython = \"/nonexistent/python\"\n",
+            plain.display().to_string()
+        ),
+    )
+    .unwrap();
+    let tether = Tether::start(dir.path(), &[], &[]);
+    assert!(
+        !tether.base.ends_with(":9"),
+        "the command line's --port 0 wins"
+    );
+    let mut b = Browser::new();
+    let tab = b
+        .open(&format!("{}/dash", tether.base), "plain_bokeh")
+        .await;
+    assert!(!tab.doc.of_type("Slider").is_empty());
+    // A key that is no flag stops tether with one sentence naming it.
+    std::fs::write(dir.path().join("bad.toml"), "prot = 5006\n").unwrap();
+    let (code, err) = Tether::fail(dir.path(), &["--config", "bad.toml"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("bad.toml: unknown key `prot`"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+}
+
 /// App patterns as `panel serve --glob` takes them, and `--index APP` after `--` as the
 /// landing page.
 #[tokio::test(flavor = "multi_thread")]

@@ -114,10 +114,10 @@ pub fn default_python(
         .filter(|v| !v.is_empty())
         .and_then(|v| beside(&std::path::Path::new(v).join("bin")))
     {
-        return (python, "the active virtual environment's");
+        return (python, "the active virtual environment's Python");
     }
     if let Some(python) = exe.and_then(std::path::Path::parent).and_then(beside) {
-        return (python, "the one tether is installed beside");
+        return (python, "the Python tether is installed beside");
     }
     (
         PathBuf::from(crate::config::defaults::PYTHON),
