@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::auth::UserId;
 use crate::config::Config;
 use crate::record::{Log, LogLimits, Policy, PolicyError, Step};
-use crate::store::{self, Clock, StateKey, Store, StoreError, SystemClock, Writer, WriterHandle};
+use crate::store::{
+    self, Clock, Source, StateKey, Store, StoreError, SystemClock, Writer, WriterHandle,
+};
 
 /// Most logs kept in memory; beyond it, logs no tab is using are dropped (they are saved).
 const MAX_LOGS_IN_MEMORY: usize = 50_000;
@@ -58,6 +60,13 @@ impl History {
     /// The recorded steps with their effects, oldest first, as they are now.
     pub fn steps(&self) -> Vec<Step> {
         self.lock().log.steps().cloned().collect()
+    }
+}
+
+/// The writer serialises a history when it writes it, not at every change.
+impl Source for History {
+    fn snapshot(&self) -> Vec<u8> {
+        encode(&self.lock())
     }
 }
 
@@ -222,16 +231,15 @@ impl States {
             return Vec::new();
         }
         let mut seqs = Vec::with_capacity(steps.len());
-        let snapshot = {
+        {
             let mut held = log.lock();
             for step in steps {
                 seqs.extend(held.log.push_step(step).0);
             }
             held.stamp = now_ms().max(held.stamp + 1);
-            encode(&held)
-        };
+        }
         self.writer
-            .submit(StateKey::new(user.as_str(), app), snapshot);
+            .submit_later(StateKey::new(user.as_str(), app), Arc::new(log.clone()));
         seqs
     }
 
@@ -244,7 +252,7 @@ impl States {
         seqs: &[u64],
         slots: &[String],
     ) {
-        let snapshot = {
+        {
             let mut held = log.lock();
             let mut changed = false;
             for &seq in seqs {
@@ -254,10 +262,9 @@ impl States {
                 return;
             }
             held.stamp = now_ms().max(held.stamp + 1);
-            encode(&held)
-        };
+        }
         self.writer
-            .submit(StateKey::new(user.as_str(), app), snapshot);
+            .submit_later(StateKey::new(user.as_str(), app), Arc::new(log.clone()));
     }
 
     /// Forgets everything saved for a user. An error means the store still holds it.

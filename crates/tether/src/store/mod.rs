@@ -21,7 +21,7 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::error::StoreError;
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
-pub use self::writer::{Writer, WriterConfig, WriterHandle, WriterStats};
+pub use self::writer::{Source, Writer, WriterConfig, WriterHandle, WriterStats};
 
 /// Which state log a snapshot belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

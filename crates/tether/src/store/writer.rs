@@ -17,6 +17,10 @@
 //! coming back. While failing, a new key beyond `max_pending` evicts the least
 //! recently changed one, which is counted in `dropped`.
 //!
+//! A snapshot may be submitted as bytes or as a [`Source`] that makes them: a source is
+//! encoded when its batch is taken, once per window however many changes it saw, so a user
+//! who changes a widget ten times in a window costs one serialisation of their log, not ten.
+//!
 //! Dropping the last [`WriterHandle`] makes the task write what is pending once more
 //! and exit. Time is Tokio's, so tests run with `tokio::time::pause()`.
 
@@ -29,6 +33,26 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{StateKey, Store, StoreError};
+
+/// Makes a key's snapshot when the writer takes it: the newest state at that moment.
+pub trait Source: Send + Sync {
+    fn snapshot(&self) -> Vec<u8>;
+}
+
+/// A key's waiting snapshot: made already, or to be made at write time.
+enum Snapshot {
+    Bytes(Vec<u8>),
+    Later(Arc<dyn Source>),
+}
+
+impl Snapshot {
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Snapshot::Bytes(bytes) => bytes,
+            Snapshot::Later(source) => source.snapshot(),
+        }
+    }
+}
 
 /// How the writer batches and retries.
 #[derive(Clone, Debug)]
@@ -135,8 +159,8 @@ impl Pending {
 
 /// One key's waiting snapshot.
 struct Entry {
-    /// The snapshot itself.
-    bytes: Vec<u8>,
+    /// The snapshot itself, or what makes it.
+    snapshot: Snapshot,
     /// Submission order of the latest change, to find the least recently changed key.
     seq: u64,
     /// When the oldest unwritten change to this key was submitted, for latency.
@@ -275,6 +299,16 @@ impl WriterHandle {
     /// Queues `bytes` as the newest snapshot of `key`. Never blocks; see the module
     /// docs for what happens when `max_pending` keys are already waiting.
     pub fn submit(&self, key: StateKey, bytes: Vec<u8>) {
+        self.queue(key, Snapshot::Bytes(bytes));
+    }
+
+    /// Like [`WriterHandle::submit`], with the snapshot made from `source` when the batch
+    /// is written (once, whatever number of submits came before).
+    pub fn submit_later(&self, key: StateKey, source: Arc<dyn Source>) {
+        self.queue(key, Snapshot::Later(source));
+    }
+
+    fn queue(&self, key: StateKey, snapshot: Snapshot) {
         let shared = &self.shared;
         let now = Instant::now();
         let mut pending = shared.lock();
@@ -284,7 +318,7 @@ impl WriterHandle {
         pending.map.insert(
             key,
             Entry {
-                bytes,
+                snapshot,
                 seq,
                 first_submitted,
             },
@@ -373,7 +407,7 @@ impl Shared {
         };
         for (key, entry) in taken {
             batch.marks.push((entry.seq, entry.first_submitted));
-            batch.items.push((key, entry.bytes));
+            batch.items.push((key, entry.snapshot.into_bytes()));
         }
         let c = &self.counters;
         if let Err(error) = self.store.save_batch(&batch.items, self.config.ttl).await {
@@ -421,7 +455,7 @@ impl Drop for Batch<'_> {
                 Some(newer) => newer.first_submitted = first_submitted,
                 None => {
                     let entry = Entry {
-                        bytes,
+                        snapshot: Snapshot::Bytes(bytes),
                         seq,
                         first_submitted,
                     };

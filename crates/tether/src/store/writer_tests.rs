@@ -108,6 +108,55 @@ async fn coalesces_per_key_and_the_last_snapshot_wins() {
     assert_eq!(stats.last_latency, Some(WINDOW));
 }
 
+/// A source that counts how often it is serialised and serialises its current value.
+struct Counting {
+    value: Mutex<u32>,
+    made: std::sync::atomic::AtomicUsize,
+}
+
+impl super::Source for Counting {
+    fn snapshot(&self) -> Vec<u8> {
+        self.made.fetch_add(1, Ordering::SeqCst);
+        self.value.lock().unwrap().to_string().into_bytes()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_is_serialised_once_per_window_with_its_newest_state() {
+    let store = Arc::new(FakeStore::default());
+    let writer = Writer::spawn(store.clone(), WINDOW, TTL);
+    let source = Arc::new(Counting {
+        value: Mutex::new(0),
+        made: Default::default(),
+    });
+    for i in 1..=100 {
+        *source.value.lock().unwrap() = i;
+        writer.submit_later(key("a"), source.clone());
+    }
+    assert_eq!(
+        source.made.load(Ordering::SeqCst),
+        0,
+        "nothing made at submit"
+    );
+    sleep(WINDOW + ms(1)).await;
+    assert_eq!(
+        source.made.load(Ordering::SeqCst),
+        1,
+        "one serialisation for 100 changes"
+    );
+    assert_eq!(store.saved("a"), Some(b"100".to_vec()));
+    // A failed write keeps what it made and retries it; a later change wins over it.
+    store.failing.store(true, Ordering::SeqCst);
+    *source.value.lock().unwrap() = 101;
+    writer.submit_later(key("a"), source.clone());
+    sleep(WINDOW + ms(1)).await;
+    *source.value.lock().unwrap() = 102;
+    writer.submit_later(key("a"), source.clone());
+    store.failing.store(false, Ordering::SeqCst);
+    writer.flush().await.unwrap();
+    assert_eq!(store.saved("a"), Some(b"102".to_vec()));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_first_snapshot_opens_the_window_and_nothing_waits_longer() {
     let store = Arc::new(FakeStore::default());
