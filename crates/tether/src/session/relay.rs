@@ -110,11 +110,12 @@ where
                         ended = Ended::ClosedByUs;
                         break;
                     }
-                    if !recorder.mid_message() {
+                    let more = recorder.mid_message();
+                    if !more {
                         if let Some(held) = held { held.release(); }
                     }
                     if is_control(&m) { continue; }
-                    if worker.send(m).await.is_err() { break; }
+                    if worker.send(m, more).await.is_err() { break; }
                 }
                 Some(Err(_)) if held.is_some_and(Held::over_budget) => {
                     tracing::warn!("closing a connection past the budget for unfinished messages (--max-buffered-bytes)");

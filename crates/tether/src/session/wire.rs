@@ -171,9 +171,14 @@ where
         Vec::new()
     }
 
-    /// Sends one frame from the browser.
-    pub async fn send(&mut self, m: WsMessage) -> Result<(), WsError> {
-        self.ws.send(m).await
+    /// Sends one frame from the browser; `more` (frames of its message still to come) only
+    /// buffers it, so the frames of one message go out in one write.
+    pub async fn send(&mut self, m: WsMessage, more: bool) -> Result<(), WsError> {
+        if more {
+            self.ws.feed(m).await
+        } else {
+            self.ws.send(m).await
+        }
     }
 
     /// Sends one whole message of the gateway's own, in one flush.
