@@ -28,19 +28,13 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 venv-panel17: $(VENV17)/.installed
-
-$(VENV17)/.installed: tests/requirements-panel17.txt
-	$(PYTHON) -m venv $(VENV17)
-	$(VENV17)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV17)/bin/python -m pip install --quiet -r tests/requirements-panel17.txt
-	touch $@
-
 venv-panel14: $(VENV14)/.installed
 
-$(VENV14)/.installed: tests/requirements-panel14.txt
-	$(PYTHON) -m venv $(VENV14)
-	$(VENV14)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV14)/bin/python -m pip install --quiet -r tests/requirements-panel14.txt
+# An older Panel's venv, .venv-panelNN, from tests/requirements-panelNN.txt.
+.venv-panel%/.installed: tests/requirements-panel%.txt
+	$(PYTHON) -m venv .venv-panel$*
+	.venv-panel$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-panel$*/bin/python -m pip install --quiet -r $<
 	touch $@
 
 # Debian packages the tests use: redis-server for the Redis store, faketime to step a

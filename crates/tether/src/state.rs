@@ -64,9 +64,9 @@ impl History {
 }
 
 /// The writer serialises a history when it writes it, not at every change.
-impl Source for History {
+impl Source for Mutex<Held> {
     fn snapshot(&self) -> Vec<u8> {
-        encode(&self.lock())
+        encode(&self.lock().expect("history lock"))
     }
 }
 
@@ -239,7 +239,7 @@ impl States {
             held.stamp = now_ms().max(held.stamp + 1);
         }
         self.writer
-            .submit_later(StateKey::new(user.as_str(), app), Arc::new(log.clone()));
+            .submit_later(StateKey::new(user.as_str(), app), log.0.clone());
         seqs
     }
 
@@ -264,7 +264,7 @@ impl States {
             held.stamp = now_ms().max(held.stamp + 1);
         }
         self.writer
-            .submit_later(StateKey::new(user.as_str(), app), Arc::new(log.clone()));
+            .submit_later(StateKey::new(user.as_str(), app), log.0.clone());
     }
 
     /// Forgets everything saved for a user. An error means the store still holds it.
