@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
 
-SERVING = re.compile(r"^tether: serving (http://127\.0\.0\.1:(\d+)/catalog)\s*$")
+SERVING = re.compile(r"^tether: serving (https?://127\.0\.0\.1:(\d+)(?:/[\w.-]+)*/catalog)\s*$")
 WORKER_PID = re.compile(r"worker ready .*pid=(\d+)")
 START_TIMEOUT = 120  # seconds: the Panel worker imports holoviews/pandas on a busy 2-core box
 STOP_TIMEOUT = 30  # seconds: tether drains for 5 s, then stops its workers
@@ -210,7 +210,11 @@ class Tether:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_since_start(self) -> str:
-        return self.log_text()[self._log_offset:]
+        # The offset counts bytes, and the log has multi-byte characters (the ellipsis of
+        # shortened user ids): slice the bytes, not the decoded text.
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[self._log_offset:].decode(errors="replace")
 
     def log_tail(self, n: int = 40, raw: bool = False) -> str:
         lines = [l for l in self.log_since_start().splitlines() if raw or "tether::worker::output" not in l]
@@ -287,8 +291,8 @@ class Browser:
         self.contexts = []
         self.errors = []  # (context name, text) of every console error and page error
 
-    def new_context(self, name: str):
-        ctx = self.browser.new_context(viewport={"width": 1200, "height": 900})
+    def new_context(self, name: str, **options):
+        ctx = self.browser.new_context(viewport={"width": 1200, "height": 900}, **options)
         ctx.set_default_timeout(30_000)
         ctx.set_default_navigation_timeout(60_000)
         ctx.tether_name = name
@@ -321,6 +325,7 @@ class Browser:
 
         page.on("websocket", on_ws)
         page.on("console", lambda msg: note(msg.type, msg.text))
+        page.on("requestfailed", lambda r: note("requestfailed", f"{r.url} {r.failure}"))
         page.on("pageerror", lambda err: note("pageerror", str(err)))
 
     def open_pages(self):
@@ -352,8 +357,8 @@ def new_context(browser):
     failing test's screenshots still see their pages."""
     made = []
 
-    def make(name: str):
-        ctx = browser.new_context(name)
+    def make(name: str, **options):
+        ctx = browser.new_context(name, **options)
         made.append(ctx)
         return ctx
 

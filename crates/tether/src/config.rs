@@ -93,6 +93,11 @@ pub struct Config {
     /// The URL path everything is served under (`/dash`), or empty for the root; the
     /// workers are given it too, so their pages link below it.
     pub prefix: String,
+    /// `--ssl-certfile` and `--ssl-keyfile`: the gateway terminates TLS itself.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// `--allow-websocket-origin`: other pages' origins (`host[:port]`, `*` for any) whose
+    /// scripts may open the apps' websockets, as an embedding page's must.
+    pub websocket_origins: Vec<String>,
 }
 
 impl Config {
@@ -115,6 +120,8 @@ impl Config {
             exclude: None,
             allowed_hosts: default_hosts(&std::net::Ipv4Addr::LOCALHOST.into()),
             prefix: String::new(),
+            tls: None,
+            websocket_origins: Vec::new(),
         }
     }
 

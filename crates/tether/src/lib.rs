@@ -4,7 +4,7 @@
 //! - [`protocol`]: the Bokeh wire format and the document's reference graph, pure;
 //! - [`store`]: durable snapshots (SQLite, Redis) and the batching writer;
 //! - [`record`]: state logs, recorded by structural path and turned back into steps, pure;
-//! - [`config`], [`metrics`]: settings and counters;
+//! - [`config`], [`metrics`], [`tls`]: settings, counters, and the TLS files;
 //! - [`auth`]: the secret, the identity cookie, session ids and tokens;
 //! - [`state`]: users' histories in memory, loaded from and saved to the store;
 //! - [`workers`]: the supervised `panel serve` processes;
@@ -26,4 +26,5 @@ pub mod serve;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod workers;

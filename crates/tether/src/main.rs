@@ -107,6 +107,18 @@ struct Serve {
     /// the workers get it too.
     #[arg(long, default_value = "", value_parser = tether::config::normalize_prefix)]
     prefix: String,
+    /// Serve HTTPS with this PEM certificate chain (with --ssl-keyfile); the identity cookie
+    /// is then `Secure`.
+    #[arg(long, value_name = "PATH", requires = "ssl_keyfile")]
+    ssl_certfile: Option<PathBuf>,
+    /// The PEM private key of --ssl-certfile.
+    #[arg(long, value_name = "PATH", requires = "ssl_certfile")]
+    ssl_keyfile: Option<PathBuf>,
+    /// Another page's origin, `host[:port]` (`*` for any), whose scripts may open the apps'
+    /// websockets, as a page embedding an app with `bokeh.embed.server_document` must
+    /// (repeatable).
+    #[arg(long = "allow-websocket-origin", value_name = "HOST[:PORT]")]
+    allow_websocket_origin: Vec<String>,
     /// Arguments after `--` go to `panel serve` verbatim.
     #[arg(last = true)]
     panel_args: Vec<String>,
@@ -221,6 +233,16 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.shutdown_grace = s.shutdown_grace;
     config.prefix = s.prefix;
     let prefix = config.prefix.clone();
+    config.tls = match (s.ssl_certfile, s.ssl_keyfile) {
+        (Some(cert), Some(key)) => Some(tether::tls::TlsFiles { cert, key }),
+        _ => None,
+    };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    config.websocket_origins = s.allow_websocket_origin;
     config.allowed_hosts = if s.allow_host.is_empty() {
         tether::config::default_hosts(&addr.ip())
     } else {
@@ -243,7 +265,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     let announce = async move {
         // Printed once the workers are up, so scripts can wait for it.
         for name in &names {
-            println!("tether: serving http://{bound}{prefix}/{name}");
+            println!("tether: serving {scheme}://{bound}{prefix}/{name}");
         }
     };
     tether::serve::run(listener, config, announce, shutdown_signal()).await?;

@@ -29,6 +29,8 @@ pub enum ServeError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("the gateway's listener failed; check the address and port")]
     Io(#[source] std::io::Error),
 }
@@ -187,6 +189,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let apps = validate_apps(&config.apps)?;
     workers::check_panel_args(&config.panel_args)?;
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let versions = workers::check_python(&config.python).await?;
     tracing::info!(
         panel = %versions.panel.map_or("unknown".into(), |v| v.to_string()),
@@ -240,7 +243,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let served = accept_loop(listener, app, &gateway, stop_rx).await;
+    let served = accept_loop(listener, tls, app, &gateway, stop_rx).await;
     let _ = stop_workers.send(true);
     for t in tasks {
         let _ = t.await;
@@ -249,10 +252,18 @@ pub async fn run(
     served.map_err(ServeError::Io)
 }
 
+/// A client connection: plain TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// Accepts connections until `stop`, within the configured limits; then drains: in-flight
 /// requests and open websockets (each holds a slot) get the grace period to finish.
+///
+/// With `tls`, each connection's handshake runs in its own task, bounded by the handshake
+/// timeout, and its requests say `X-Forwarded-Proto: https` whatever the client sent.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     gw: &Arc<Gateway>,
     stop: watch::Receiver<bool>,
@@ -299,7 +310,12 @@ async fn accept_loop(
         let permit = ConnectionPermit::new(permit);
         let app = app.clone();
         let max_head = limits.max_header_bytes;
+        let https = tls.is_some();
         let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            if https {
+                req.headers_mut()
+                    .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
+            }
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(permit.clone());
             let app = app.clone();
@@ -314,11 +330,30 @@ async fn accept_loop(
                 app.oneshot(req.map(Body::new)).await
             }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let handshake_timeout = limits.handshake_timeout;
         let mut conn_stop = stop.clone();
         tokio::spawn(async move {
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

@@ -280,6 +280,27 @@ fn clear_errors_for_user_mistakes() {
     assert!(err.contains("syntax error at line 2"), "{err}");
     assert!(!err.contains("Fatal Python error"), "a clean exit: {err}");
 
+    // TLS files that are not a certificate and key, and the flags of panel serve given to it.
+    let not_pem = dir.path().join("cert.txt");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let not_pem = not_pem.display().to_string();
+    let (code, err) = Tether::fail(
+        dir.path(),
+        &[
+            &catalog,
+            "--ssl-certfile",
+            &not_pem,
+            "--ssl-keyfile",
+            &not_pem,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("holds no PEM certificate"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+    let (code, err) = Tether::fail(dir.path(), &[&catalog, "--", "--ssl-certfile", &not_pem]);
+    assert_ne!(code, 0);
+    assert!(err.contains("tether's own --ssl-certfile"), "{err}");
+
     // A duration that is not one.
     let (code, err) = Tether::fail(dir.path(), &[&catalog, "--live-ttl", "forever"]);
     assert_ne!(code, 0);

@@ -35,8 +35,9 @@ pub struct Http {
 /// All of them under `--prefix` when one is given:
 /// - `/` lists the apps (or redirects to the only one);
 /// - `/.tether/health`, `/.tether/metrics` and `/.tether/forget` are tether's own;
-/// - `/{app}` (and `/{app}/`) is an app page, `/{app}/ws` its websocket;
-/// - anything else (static files, autoload scripts, other methods on an app's path) is
+/// - `/{app}` (and `/{app}/`) is an app page, `/{app}/ws` its websocket, and
+///   `/{app}/autoload.js` the script of an embedded app, which makes a session as a page does;
+/// - anything else (static files, other methods on an app's path) is
 ///   forwarded to a worker as it is.
 pub fn router(gw: Arc<Gateway>) -> Router {
     let state = Http {
@@ -59,6 +60,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(&at("/{app}"), any(pages::app))
         .route(&at("/{app}/"), any(pages::app))
         .route(&at("/{app}/ws"), any(websocket::app_ws))
+        .route(&at("/{app}/autoload.js"), any(pages::app))
         .fallback(pages::asset)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -113,6 +115,45 @@ fn origin_of(url: &str) -> &str {
         }
         None => url,
     }
+}
+
+/// True when the browser's `Origin` is the gateway's own, scheme and host (as the browser
+/// or the proxy in front sent it), or one `--allow-websocket-origin` names. Browsers always
+/// send `Origin` on websockets; a missing one is a non-browser client, which cross-site
+/// attacks cannot use.
+pub(crate) fn origin_allowed(headers: &http::HeaderMap, allowed: &[String]) -> bool {
+    match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => true,
+        Some(Ok(origin)) => is_own_origin(headers, origin) || listed_origin(origin, allowed),
+        Some(Err(_)) => false,
+    }
+}
+
+/// True when `origin` (`scheme://host[:port]`) is among `allowed` (`host[:port]` or `*`), as
+/// `panel serve --allow-websocket-origin` matches: a host without a port is the host on its
+/// scheme's default port.
+fn listed_origin(origin: &str, allowed: &[String]) -> bool {
+    let Some((scheme, rest)) = origin.trim_end_matches('/').split_once("://") else {
+        return false;
+    };
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        "443"
+    } else {
+        "80"
+    };
+    let with_port = |hp: &str| {
+        // An IPv6 literal's colons are inside its brackets.
+        let after_host = hp.rfind(']').map_or(0, |i| i + 1);
+        if hp[after_host..].contains(':') {
+            hp.to_ascii_lowercase()
+        } else {
+            format!("{}:{default_port}", hp.to_ascii_lowercase())
+        }
+    };
+    let origin = with_port(rest);
+    allowed
+        .iter()
+        .any(|a| a == "*" || with_port(a.trim()) == origin)
 }
 
 /// True unless the browser says the request came from another site or origin: by

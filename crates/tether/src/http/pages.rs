@@ -32,7 +32,9 @@ pub(super) fn is_upgrade(req: &Request<Body>) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// `/{app}` and `/{app}/`: a page for a GET of a served app; anything else is an asset.
+/// `/{app}`, `/{app}/` and `/{app}/autoload.js`: a page for a GET of a served app, anything
+/// else an asset. The autoload script, which `bokeh.embed.server_document` puts in another
+/// page, makes a session as a page does, so an embedded app reattaches and restores as one.
 pub async fn app(
     State(h): State<Http>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -114,6 +116,12 @@ pub(super) async fn forward_asset(
         .split_once('?')
         .map_or((pq.as_str(), None), |(p, q)| (p, Some(q)));
     let query = proxy::clean_query(query);
+    // Under `--prefix`, Panel's pages link `<prefix>/favicon.ico`, but Panel serves it at
+    // the root only, where a proxy on the sub-path never sends it.
+    let path = match path.strip_prefix(h.prefix()) {
+        Some("/favicon.ico") if !h.prefix().is_empty() => "/favicon.ico",
+        _ => path,
+    };
     let pq = if query.is_empty() {
         path.to_owned()
     } else {
@@ -185,7 +193,24 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         format!("{path}?{query}")
     };
     let https = proxy::is_https(req.headers());
+    // A listed page's `server_document(..., with_credentials=True)` fetches the script with
+    // cookies, which a wildcard `Access-Control-Allow-Origin` (Bokeh's answer to a request
+    // without cookies, as a first visit is) would make the browser refuse.
+    let embedder = path
+        .ends_with("/autoload.js")
+        .then(|| req.headers().get(header::ORIGIN).cloned())
+        .flatten()
+        .filter(|_| super::origin_allowed(req.headers(), &gw.config().websocket_origins));
     let mut resp = proxy::forward(&h.client, req, worker, &pq, peer, Some(&session_id)).await;
+    if let Some(origin) = embedder {
+        let headers = resp.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
     if !reattach && resp.status() != StatusCode::OK {
         // A login redirect or an error: the worker made no session.
         gw.registry().discard(&session_id);

@@ -228,3 +228,24 @@ async fn a_websocket_from_another_scheme_or_host_is_refused() {
         assert!(text.contains("Cross-site"), "{origin}: {text}");
     }
 }
+
+#[test]
+fn listed_origins_match_as_panel_serve_matches_them() {
+    use super::listed_origin;
+    let allowed = vec!["localhost:8000".to_owned(), "Docs.Example.com".to_owned()];
+    assert!(listed_origin("http://localhost:8000", &allowed));
+    assert!(listed_origin("http://LOCALHOST:8000/", &allowed));
+    assert!(!listed_origin("http://localhost:8001", &allowed));
+    assert!(!listed_origin("http://localhost", &allowed));
+    // No port: the scheme's default one.
+    assert!(listed_origin("https://docs.example.com", &allowed));
+    assert!(listed_origin("http://docs.example.com:80", &allowed));
+    assert!(!listed_origin("https://docs.example.com:8443", &allowed));
+    assert!(!listed_origin("https://evil.example.com", &allowed));
+    assert!(!listed_origin("null", &allowed));
+    let v6 = vec!["[::1]:8000".to_owned()];
+    assert!(listed_origin("http://[::1]:8000", &v6));
+    assert!(!listed_origin("http://[::1]", &v6));
+    assert!(listed_origin("http://anything:1", &["*".to_owned()]));
+    assert!(!listed_origin("http://localhost:8000", &[]));
+}

@@ -45,15 +45,12 @@ fn refuse(status: StatusCode, why: &'static str) -> Response<Body> {
     proxy::plain(status, why)
 }
 
-/// True when the browser's `Origin` is the gateway's own, scheme and host (as the browser
-/// or the proxy in front sent it). Browsers always send `Origin` on websockets; a missing one
-/// is a non-browser client, which cross-site attacks cannot use.
-fn same_origin(headers: &http::HeaderMap) -> bool {
-    match headers.get(header::ORIGIN).map(|v| v.to_str()) {
-        None => true,
-        Some(Ok(origin)) => super::is_own_origin(headers, origin),
-        Some(Err(_)) => false,
-    }
+/// The `Origin` header's text, or "" when it has none or it is not text.
+fn origin_text(headers: &http::HeaderMap) -> &str {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// The token from `Sec-WebSocket-Protocol: bokeh, <token>`.
@@ -83,12 +80,19 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     let gw = &h.gw;
     let keys = gw.keys();
     let Some(user) = identity::from_headers(req.headers(), &keys.cookie) else {
+        let origin = origin_text(req.headers());
+        if !origin.is_empty() && !super::is_own_origin(req.headers(), origin) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "An embedded app's websocket came without tether's cookie; embed it with server_document(url, with_credentials=True).",
+            );
+        }
         return refuse(
             StatusCode::FORBIDDEN,
             "This connection has no tether identity; open the app's page first.",
         );
     };
-    if !same_origin(req.headers()) {
+    if !super::origin_allowed(req.headers(), &gw.config().websocket_origins) {
         return refuse(
             StatusCode::FORBIDDEN,
             "Cross-site websocket refused; open the app from its own address.",

@@ -49,7 +49,7 @@ const OWN_FLAGS: &[(&str, &str)] = &[
     ("--address", "use tether's own --address"),
     (
         "--allow-websocket-origin",
-        "browsers connect to tether, which checks the origin itself",
+        "browsers connect to tether, so give tether's own --allow-websocket-origin before `--`",
     ),
     ("--session-ids", "tether signs every session id itself"),
     ("--unused-session-lifetime", "use tether's --live-ttl"),
@@ -59,8 +59,14 @@ const OWN_FLAGS: &[(&str, &str)] = &[
         "--unix-socket",
         "tether reaches its workers on sockets of its own",
     ),
-    ("--ssl-certfile", "terminate TLS in front of tether"),
-    ("--ssl-keyfile", "terminate TLS in front of tether"),
+    (
+        "--ssl-certfile",
+        "tether terminates TLS, so give tether's own --ssl-certfile before `--`",
+    ),
+    (
+        "--ssl-keyfile",
+        "tether terminates TLS, so give tether's own --ssl-keyfile before `--`",
+    ),
     (
         "--prefix",
         "use tether's own --prefix, which the workers get too",
