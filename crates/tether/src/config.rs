@@ -62,8 +62,11 @@ pub struct Config {
     pub apps: Vec<PathBuf>,
     /// Interpreter with Panel installed.
     pub python: PathBuf,
-    /// Where state lives: `sqlite:PATH` or `redis://HOST:PORT[/DB]`.
+    /// Where state lives: `sqlite:PATH`, `redis://HOST:PORT[/DB]` or `rediss://` (TLS).
     pub state_url: String,
+    /// `--redis-ca-file`: PEM CA certificates a `rediss://` server's certificate is checked
+    /// against, instead of the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
     /// Key file shared by gateways that should recognise the same users.
     pub secret_file: PathBuf,
     /// How long an unconnected live session is kept for reattach.
@@ -107,6 +110,7 @@ impl Config {
             apps,
             python: PathBuf::from(defaults::PYTHON),
             state_url: defaults::STATE.into(),
+            redis_ca_file: None,
             secret_file: PathBuf::from(defaults::SECRET_FILE),
             live_ttl: duration(defaults::LIVE_TTL),
             state_ttl: duration(defaults::STATE_TTL),

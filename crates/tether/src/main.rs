@@ -47,9 +47,12 @@ struct Serve {
     /// virtual environment's, then the one tether is installed beside, then python3].
     #[arg(long, env = "TETHER_PYTHON")]
     python: Option<PathBuf>,
-    /// Where state lives: sqlite:PATH or redis://HOST:PORT[/DB].
+    /// Where state lives: sqlite:PATH, redis://HOST:PORT[/DB], or rediss:// for Redis over TLS.
     #[arg(long, default_value = defaults::STATE)]
     state: String,
+    /// PEM CA certificate(s) to check a rediss:// server against [default: the system's].
+    #[arg(long, value_name = "PATH")]
+    redis_ca_file: Option<PathBuf>,
     /// Key file that signs cookies and session ids; share it between gateways.
     #[arg(long, default_value = defaults::SECRET_FILE)]
     secret_file: PathBuf,
@@ -221,6 +224,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
         }
     };
     config.state_url = s.state;
+    config.redis_ca_file = s.redis_ca_file;
     config.secret_file = s.secret_file;
     config.live_ttl = s.live_ttl;
     config.worker_start_timeout = s.startup_timeout;

@@ -124,7 +124,7 @@ impl States {
             Some(rules) => Policy::default_with(rules)?,
             None => Policy::default(),
         };
-        let store = store::open(&config.state_url).await?;
+        let store = store::open_with_ca(&config.state_url, config.redis_ca_file.as_deref()).await?;
         let writer = Writer::spawn(store.clone(), DURABILITY_WINDOW, config.state_ttl);
         // Expired state is never loaded; this only gives its space back.
         let purging = Arc::downgrade(&store);

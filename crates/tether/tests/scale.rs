@@ -313,6 +313,36 @@ async fn two_gateways_on_one_redis_are_one_service() {
     );
 }
 
+/// `--state rediss://` with `--redis-ca-file`, as a managed Redis needs: a change made through
+/// one gateway process is restored by the next, from a server that speaks TLS only.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_in_redis_over_tls_is_restored_after_a_restart() {
+    let redis = RedisServer::start_tls();
+    let dir = tempdir();
+    let (url, ca) = (redis.url(), redis.ca().display().to_string());
+    let args = ["--state", url.as_str(), "--redis-ca-file", ca.as_str()];
+    let mut t = Tether::start(dir.path(), &plain(), &args);
+    let mut user = Browser::new();
+    let mut tab = user.open(&t.base, APP).await;
+    set_slider(&mut tab, 6).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tab.close().await;
+    t.kill9();
+    t.start_again();
+    let (_, tab) = reopen(&mut user, &t.base).await;
+    assert_eq!(slider(&tab), json!(6), "restored from Redis over TLS");
+    let div = tab.doc.of_type("Div")[0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        tab.doc
+            .attr(&div, "text")
+            .as_str()
+            .unwrap()
+            .contains("value=6 "),
+        "the callback's output is redrawn"
+    );
+    tab.close().await;
+}
+
 /// `kill -9` of one of two workers: its users are restored on their next visit, on a
 /// healthy worker even while it restarts; the other worker's users keep their sessions.
 #[tokio::test(flavor = "multi_thread")]

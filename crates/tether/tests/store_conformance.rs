@@ -1,5 +1,6 @@
 //! One behavioural suite for every `Store` backend: SQLite on a temporary file, Redis on
-//! a `redis-server` this test starts on a free loopback port (never skipped).
+//! a `redis-server` this test starts on a free loopback port (never skipped), and Redis over
+//! TLS (`rediss://`) on one that speaks TLS only, with a CA of its own.
 //!
 //! Each case in `cases` is an async fn over a [`Backend`]; `conformance!` turns every
 //! case into one `#[tokio::test]` per backend. Backend-specific tests follow.
@@ -42,6 +43,18 @@ impl Backend {
     async fn redis() -> Self {
         let server = RedisServer::start();
         let store = store::open(&server.url()).await.unwrap();
+        Backend {
+            store,
+            clock: None,
+            _guard: Box::new(server),
+        }
+    }
+
+    async fn redis_tls() -> Self {
+        let server = RedisServer::start_tls();
+        let store = store::open_with_ca(&server.url(), Some(server.ca()))
+            .await
+            .unwrap();
         Backend {
             store,
             clock: None,
@@ -291,6 +304,12 @@ macro_rules! conformance {
                 super::cases::$case(&super::Backend::redis().await).await;
             })*
         }
+        mod rediss {
+            $(#[tokio::test]
+            async fn $case() {
+                super::cases::$case(&super::Backend::redis_tls().await).await;
+            })*
+        }
     };
 }
 
@@ -518,6 +537,33 @@ async fn redis_unreachable_server_is_a_clear_error() {
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn rediss_checks_the_servers_certificate() {
+    let server = RedisServer::start_tls();
+    // The system's roots do not know this CA: refused, with the flag to pass.
+    let err = open_error(store::open(&server.url()).await);
+    assert!(matches!(err, StoreError::RedisTlsConnect { .. }), "{err:?}");
+    assert!(err.to_string().contains("--redis-ca-file"), "{err}");
+    // Another CA's certificate is no better than none.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = redis_server::Certificates::make(other.path()).ca;
+    let err = open_error(store::open_with_ca(&server.url(), Some(&other_ca)).await);
+    assert!(matches!(err, StoreError::RedisTlsConnect { .. }), "{err:?}");
+    // Plain Redis to a TLS-only server is refused, not left hanging.
+    let plain = server.url().replacen("rediss://", "redis://", 1);
+    let asked = Instant::now();
+    assert!(store::open(&plain).await.is_err());
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+    // A CA file that is not there is named.
+    let err =
+        open_error(store::open_with_ca(&server.url(), Some(&other.path().join("nope.pem"))).await);
+    assert!(err.to_string().contains("nope.pem"), "{err}");
 }
 
 #[tokio::test]

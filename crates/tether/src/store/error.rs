@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum StoreError {
     /// The operator gave a store URL tether does not understand.
     #[error(
-        "unknown state store {url:?}: use sqlite:PATH (for example sqlite:/var/lib/tether/state.db) or redis://HOST:PORT[/DB]"
+        "unknown state store {url:?}: use sqlite:PATH (for example sqlite:/var/lib/tether/state.db), redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
     )]
     UnknownUrl {
         /// The URL as given, so the operator can spot the typo.
@@ -73,7 +73,9 @@ pub enum StoreError {
     },
 
     /// The Redis URL did not parse (credentials are not echoed).
-    #[error("the Redis URL is not valid; use redis://[:PASSWORD@]HOST:PORT[/DB]")]
+    #[error(
+        "the Redis URL is not valid; use redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS)"
+    )]
     RedisUrl {
         /// The parser's reason.
         #[source]
@@ -90,6 +92,28 @@ pub enum StoreError {
         /// The client's reason.
         #[source]
         source: redis::RedisError,
+    },
+
+    /// A `rediss://` server could not be reached, or its certificate not verified.
+    #[error(
+        "cannot connect to Redis over TLS at {addr}; check that it is running, and pass the CA certificate that signed its certificate with --redis-ca-file"
+    )]
+    RedisTlsConnect {
+        /// `host:port/db`, without credentials.
+        addr: String,
+        /// The client's reason.
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// The `--redis-ca-file` could not be read.
+    #[error("cannot read the Redis CA certificate {path}; check --redis-ca-file")]
+    RedisCa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The reason.
+        #[source]
+        source: std::io::Error,
     },
 
     /// A Redis command failed (server down, timeout, out of memory, ...).

@@ -79,8 +79,19 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by `url`:
 /// - `sqlite:PATH`: a SQLite file, created with its parent directories if missing, or
 ///   opened read-only where it cannot be written;
-/// - `redis://HOST:PORT[/DB]`: a Redis server shared by several gateways.
+/// - `redis://HOST:PORT[/DB]`: a Redis server shared by several gateways;
+/// - `rediss://HOST:PORT[/DB]`: the same over TLS, the server's certificate checked against
+///   the system's roots.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with_ca(url, None).await
+}
+
+/// [`open`], with `rediss://` servers' certificates checked against the PEM CA certificates
+/// in `redis_ca` (`--redis-ca-file`) instead of the system's roots.
+pub async fn open_with_ca(
+    url: &str,
+    redis_ca: Option<&std::path::Path>,
+) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         if path.is_empty() {
             return Err(StoreError::UnknownUrl {
@@ -91,8 +102,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(
             SqliteStore::open_or_read_only(path, Arc::new(SystemClock)).await?,
         ))
-    } else if url.starts_with("redis://") {
-        Ok(Arc::new(RedisStore::connect(url).await?))
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(Arc::new(RedisStore::connect_with_ca(url, redis_ca).await?))
     } else {
         Err(StoreError::UnknownUrl {
             url: url.to_owned(),

@@ -49,8 +49,32 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `redis://[:PASSWORD@]HOST:PORT[/DB]` and checks the server answers.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|source| StoreError::RedisUrl { source })?;
+        Self::connect_with_ca(url, None).await
+    }
+
+    /// [`connect`](Self::connect), or `rediss://` over TLS, checking the server's certificate
+    /// against the PEM CA certificates in `ca` when given, else the system's roots.
+    pub async fn connect_with_ca(
+        url: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, StoreError> {
+        let client = match ca {
+            None => Client::open(url),
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|source| StoreError::RedisCa {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                Client::build_with_tls(url, certs)
+            }
+        }
+        .map_err(|source| StoreError::RedisUrl { source })?;
         let info = client.get_connection_info();
+        let tls = url.starts_with("rediss://");
         let addr: Arc<str> = format!("{}/{}", info.addr(), info.redis_settings().db()).into();
         // Commands wait for an ongoing reconnect, so keep it short: while Redis is down
         // a page load fails over to "no saved state" within about a second, and the
@@ -60,9 +84,15 @@ impl RedisStore {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connect_error = |source| StoreError::RedisConnect {
-            addr: addr.to_string(),
-            source,
+        let connect_error = |source| match tls {
+            false => StoreError::RedisConnect {
+                addr: addr.to_string(),
+                source,
+            },
+            true => StoreError::RedisTlsConnect {
+                addr: addr.to_string(),
+                source,
+            },
         };
         let mut conn = ConnectionManager::new_with_config(client, config)
             .await

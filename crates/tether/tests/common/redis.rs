@@ -1,8 +1,11 @@
 //! A private `redis-server` on a free loopback port, for tests of gateways that share one.
 //! Started without persistence, so a restart comes back empty, as after a Redis crash.
+//! [`RedisServer::start_tls`] starts one that speaks TLS only, with a certificate signed by a
+//! CA of its own, made with `openssl` as an operator would.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,26 +15,136 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Its port, kept across `stop` and `start_again`, so gateways reconnect to it.
     pub port: u16,
+    /// For a TLS server: its certificates, and the directory that holds them.
+    tls: Option<(Certificates, tempfile::TempDir)>,
+}
+
+/// A test CA and a server certificate it signed, for 127.0.0.1, as PEM files.
+pub struct Certificates {
+    /// The CA certificate, for `--redis-ca-file`.
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Certificates {
+    /// Makes them in `dir` with `openssl`: a CA, then a certificate it signs for 127.0.0.1.
+    pub fn make(dir: &Path) -> Self {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl is on PATH; run `make test`, which installs it");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let days = ["-days", "2"];
+        run(&[
+            &["req", "-x509", "-newkey", "rsa:2048", "-nodes"][..],
+            &days,
+            &[
+                "-subj",
+                "/CN=tether test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat());
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+            ][..],
+            &[
+                "-CAcreateserial",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+            &days,
+        ]
+        .concat());
+        Certificates {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    }
 }
 
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers `PING`.
     pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// Starts a server that speaks TLS only (`rediss://`), its certificate signed by
+    /// [`ca`](Self::ca); clients need not present one.
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certificates::make(dir.path());
+        Self::start_on(Some((certs, dir)))
+    }
+
+    fn start_on(mut tls: Option<(Certificates, tempfile::TempDir)>) -> Self {
         for _ in 0..5 {
             let mut server = RedisServer {
                 child: None,
                 port: free_port(),
+                tls: tls.take(),
             };
             if server.spawn_and_wait() {
                 return server;
             }
+            tls = server.tls.take();
         }
         panic!("redis-server did not start on any of 5 free ports");
     }
 
-    /// `redis://127.0.0.1:PORT/0`, for `--state`.
+    /// `redis://127.0.0.1:PORT/0` (`rediss://` for TLS), for `--state`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The CA certificate of a TLS server, for `--redis-ca-file`.
+    pub fn ca(&self) -> &Path {
+        &self.tls.as_ref().expect("a TLS server").0.ca
     }
 
     /// Kills the server (SIGKILL), as a crash would.
@@ -55,17 +168,27 @@ impl RedisServer {
     /// Spawns the server and waits for `PING`; false if it exited (port taken).
     fn spawn_and_wait(&mut self) -> bool {
         let port = self.port.to_string();
-        let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some((certs, _)) => cmd
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(&certs.cert)
+                .arg("--tls-key-file")
+                .arg(&certs.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca),
+        };
+        let spawned = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -83,7 +206,12 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            if ping(self.port) {
+            // A TLS server is ready when it listens; the client's own handshake checks it.
+            let ready = match self.tls {
+                None => ping(self.port),
+                Some(_) => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            };
+            if ready {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
