@@ -98,6 +98,11 @@ pub struct Config {
     pub prefix: String,
     /// `--ssl-certfile` and `--ssl-keyfile`: the gateway terminates TLS itself.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// `--identity-header`: the request header (lower case) in which an auth proxy names the
+    /// logged-in user, whose state then follows them; honoured from `trusted_proxies` only.
+    pub identity_header: Option<String>,
+    /// `--trusted-proxy`: the peers whose `identity_header` is believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// `--allow-websocket-origin`: other pages' origins (`host[:port]`, `*` for any) whose
     /// scripts may open the apps' websockets, as an embedding page's must.
     pub websocket_origins: Vec<String>,
@@ -125,6 +130,8 @@ impl Config {
             allowed_hosts: default_hosts(&std::net::Ipv4Addr::LOCALHOST.into()),
             prefix: String::new(),
             tls: None,
+            identity_header: None,
+            trusted_proxies: Vec::new(),
             websocket_origins: Vec::new(),
         }
     }
@@ -159,6 +166,51 @@ pub fn normalize_prefix(text: &str) -> Result<String, String> {
         ));
     }
     Ok(format!("/{inner}"))
+}
+
+/// An address block, such as `10.0.0.0/8`, `127.0.0.1` (one address) or `::1/128`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDRESS[/BITS]`; a sentence with an example when it is not one.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let bad = || {
+            format!("{text:?} is not an address block; write one such as 10.0.0.0/8, 127.0.0.1 or ::1/128")
+        };
+        let (addr, bits) = match text.trim().split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (text.trim(), None),
+        };
+        let net: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(bad)?,
+        };
+        Ok(Cidr { net, bits })
+    }
+
+    /// True when `ip` is in the block (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let prefix = |a: u128, b: u128, width: u32| {
+            let bits = u32::from(self.bits);
+            bits == 0 || (a ^ b) >> (width - bits) == 0
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => prefix(u32::from(n).into(), u32::from(i).into(), 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => prefix(u128::from(n), u128::from(i), 128),
+            _ => false,
+        }
+    }
 }
 
 /// The host names allowed when none are given: the loopback names, and the listening
@@ -236,6 +288,26 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_blocks_contain_what_they_should() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let ten = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(ten.contains(ip("10.200.3.4")));
+        assert!(!ten.contains(ip("11.0.0.1")));
+        assert!(ten.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped");
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        let v6 = Cidr::parse("fd00::/8").unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        assert!(Cidr::parse("::1/128").unwrap().contains(ip("::1")));
+        for bad in ["10.0.0.0/33", "proxy", "10.0.0/8", "::1/129", "1.2.3.4/x"] {
+            let msg = Cidr::parse(bad).unwrap_err();
+            assert!(msg.contains("10.0.0.0/8"), "{msg}");
+        }
+    }
 
     #[test]
     fn every_default_duration_parses() {

@@ -122,9 +122,25 @@ struct Serve {
     /// (repeatable).
     #[arg(long = "allow-websocket-origin", value_name = "HOST[:PORT]")]
     allow_websocket_origin: Vec<String>,
+    /// A request header in which an auth proxy in front names the logged-in user (such as
+    /// X-Forwarded-User): their state then follows them to any browser. Believed only from
+    /// --trusted-proxy peers, and dropped from anyone else's requests.
+    #[arg(long, value_name = "NAME", requires = "trusted_proxy", value_parser = header_name)]
+    identity_header: Option<String>,
+    /// The address (or block, such as 10.0.0.0/8) of the proxy that sets --identity-header
+    /// (repeatable).
+    #[arg(long, value_name = "CIDR", value_parser = tether::config::Cidr::parse)]
+    trusted_proxy: Vec<tether::config::Cidr>,
     /// Arguments after `--` go to `panel serve` verbatim.
     #[arg(last = true)]
     panel_args: Vec<String>,
+}
+
+/// A header name, in lower case.
+fn header_name(text: &str) -> Result<String, String> {
+    http::HeaderName::from_bytes(text.trim().as_bytes())
+        .map(|h| h.as_str().to_owned())
+        .map_err(|_| format!("{text:?} is not a header name; write one such as X-Forwarded-User"))
 }
 
 /// A duration flag's value, such as `90s`, `30m`, `1h 30m` or `30days`.
@@ -247,6 +263,8 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
         "http"
     };
     config.websocket_origins = s.allow_websocket_origin;
+    config.identity_header = s.identity_header;
+    config.trusted_proxies = s.trusted_proxy;
     config.allowed_hosts = if s.allow_host.is_empty() {
         tether::config::default_hosts(&addr.ip())
     } else {

@@ -41,7 +41,8 @@ async fn reopen(b: &mut Browser, base: &str) -> (String, Tab) {
     let page = b.get(&format!("{base}/{APP}"), &[]).await;
     assert_eq!(page.status, 200, "page status; body: {}", page.html);
     let token = page.token.clone().expect("page has a token");
-    let tab = Tab::connect(base, APP, &token, b.cookie.as_deref())
+    let tab = b
+        .connect(base, APP, &token)
         .await
         .expect("websocket opens")
         .ready()
@@ -311,6 +312,109 @@ async fn two_gateways_on_one_redis_are_one_service() {
         json!("blue"),
         "back on gateway A, the user sees the colour chosen on gateway B"
     );
+}
+
+/// A browser whose requests an auth proxy marks with the logged-in user's name.
+fn logged_in_as(name: &str) -> Browser {
+    let mut b = Browser::new();
+    b.headers = vec![("x-forwarded-user".into(), name.into())];
+    b
+}
+
+/// What `request_echo` shows of the request's headers.
+async fn headers_the_app_sees(b: &mut Browser, base: &str) -> String {
+    let tab = b.open(base, "request_echo").await;
+    let text = tab.doc.text();
+    tab.close().await;
+    text
+}
+
+/// `--identity-header` from a `--trusted-proxy`: a logged-in user's state follows them to
+/// another browser, which has no cookie of theirs; another user's stays their own; and a
+/// logged-in user's token is refused to anyone else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logged_in_user_s_state_follows_them_to_another_browser() {
+    let dir = tempdir();
+    let apps = [plain(), vec![app("tests/apps/request_echo.py")]].concat();
+    let args = [
+        "--identity-header",
+        "X-Forwarded-User",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ];
+    let t = Tether::start(dir.path(), &apps, &args);
+
+    let mut laptop = logged_in_as("ada");
+    let mut tab = laptop.open(&t.base, APP).await;
+    set_slider(&mut tab, 8).await;
+    assert_eq!(
+        laptop.cookie, None,
+        "a logged-in user gets no identity cookie"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The desk machine: another browser, the same login, while the laptop is still open.
+    let mut desk = logged_in_as("ada");
+    let (session, desk_tab) = reopen(&mut desk, &t.base).await;
+    assert_ne!(session, tab.session_id, "a session of its own");
+    assert_eq!(slider(&desk_tab), json!(8), "restored from Ada's history");
+    let div = desk_tab.doc.of_type("Div")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(desk_tab
+        .doc
+        .attr(&div, "text")
+        .as_str()
+        .unwrap()
+        .contains("value=8 "));
+
+    // Bob's state is his own, and Ada's token is not his to use.
+    let mut bob = logged_in_as("bob");
+    let (_, bob_tab) = reopen(&mut bob, &t.base).await;
+    assert_ne!(slider(&bob_tab), json!(8));
+    let refused = bob.connect(&t.base, APP, &tab.token).await;
+    assert_eq!(refused.err().as_deref(), Some("403"));
+    // The app sees the proxy's header, as it would without tether.
+    assert!(headers_the_app_sees(&mut bob, &t.base)
+        .await
+        .contains("x-forwarded-user"));
+    for tab in [tab, desk_tab, bob_tab] {
+        tab.close().await;
+    }
+}
+
+/// The same header from a peer outside `--trusted-proxy` is anyone's claim: it is ignored (two
+/// browsers naming the same user stay apart) and dropped before it reaches the app.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identity_header_from_an_untrusted_peer_is_ignored_and_dropped() {
+    let dir = tempdir();
+    let apps = [plain(), vec![app("tests/apps/request_echo.py")]].concat();
+    let args = [
+        "--identity-header",
+        "X-Forwarded-User",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+    ];
+    let t = Tether::start(dir.path(), &apps, &args);
+    let mut first = logged_in_as("ada");
+    let mut tab = first.open(&t.base, APP).await;
+    set_slider(&mut tab, 8).await;
+    assert!(
+        first.cookie.is_some(),
+        "an anonymous browser, with a cookie of its own"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = logged_in_as("ada");
+    let (_, other) = reopen(&mut second, &t.base).await;
+    assert_ne!(slider(&other), json!(8), "not Ada's state");
+    let seen = headers_the_app_sees(&mut second, &t.base).await;
+    assert!(
+        seen.contains("headers:") && !seen.contains("x-forwarded-user"),
+        "{seen}"
+    );
+    tab.close().await;
+    other.close().await;
 }
 
 /// `--state rediss://` with `--redis-ca-file`, as a managed Redis needs: a change made through

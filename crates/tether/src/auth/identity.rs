@@ -23,6 +23,15 @@ impl UserId {
         UserId(hex::encode(raw))
     }
 
+    /// The id a logged-in name's state is kept under: a MAC of the name, so every gateway
+    /// with the same secret derives the same id, and the name itself is never stored.
+    pub fn from_login(name: &str, key: &[u8; 32]) -> UserId {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(name.as_bytes());
+        UserId(hex::encode(&mac.finalize().into_bytes()[..16]))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -119,6 +119,7 @@ impl Secret {
             cookie: cookie::Key::from(&cookie),
             bokeh: BokehKey(hex::encode(self.derive("tether bokeh session signing"))),
             session: self.derive("tether session ownership"),
+            login: self.derive("tether login identity"),
         }
     }
 }
@@ -148,6 +149,8 @@ pub struct Keys {
     pub bokeh: BokehKey,
     /// Binds a session id to its (user, app), so ownership can be checked with no registry.
     pub session: [u8; 32],
+    /// Turns a logged-in name (`--identity-header`) into the user id its state is kept under.
+    pub login: [u8; 32],
 }
 
 impl fmt::Debug for Keys {

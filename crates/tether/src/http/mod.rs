@@ -82,6 +82,44 @@ impl Http {
     }
 }
 
+impl Http {
+    /// `--identity-header` from a peer outside `--trusted-proxy` is a claim anyone can make:
+    /// it is removed, so neither tether nor the app ever reads it.
+    fn drop_untrusted_identity(&self, req: &mut Request<Body>) {
+        let config = self.gw.config();
+        let Some(name) = config.identity_header.as_deref() else {
+            return;
+        };
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let trusted = peer.is_some_and(|ip| config.trusted_proxies.iter().any(|c| c.contains(ip)));
+        if !trusted && req.headers_mut().remove(name).is_some() {
+            tracing::debug!(
+                ?peer,
+                header = name,
+                "identity header from an untrusted peer dropped"
+            );
+        }
+    }
+
+    /// The logged-in user a trusted proxy names in `--identity-header`, as the id their state
+    /// is kept under (the header of an untrusted peer is gone by now).
+    pub(crate) fn login_user(&self, headers: &http::HeaderMap) -> Option<crate::auth::UserId> {
+        let name = self.gw.config().identity_header.as_deref()?;
+        let login = headers.get(name)?.to_str().ok()?.trim();
+        (!login.is_empty()).then(|| crate::auth::UserId::from_login(login, &self.gw.keys().login))
+    }
+
+    /// Whose request this is: the logged-in user a trusted proxy names, else the identity
+    /// cookie's; `None` for a browser with neither.
+    pub(crate) fn user_of(&self, headers: &http::HeaderMap) -> Option<crate::auth::UserId> {
+        self.login_user(headers)
+            .or_else(|| crate::auth::identity::from_headers(headers, &self.gw.keys().cookie))
+    }
+}
+
 /// The origin a browser shows for this gateway: `http(s)://host[:port]`, the host as the
 /// browser sent it (through a proxy, as the proxy says).
 fn own_origin(headers: &http::HeaderMap) -> Option<String> {
@@ -176,7 +214,8 @@ pub(crate) fn from_own_site(headers: &http::HeaderMap) -> bool {
 /// Refuses a request for a host name the gateway does not serve (`--allow-host`): a page of
 /// another site that resolves its name to this machine (DNS rebinding) must not reach an app.
 /// Health and metrics answer any name, so that a load balancer may use an address.
-async fn allowed_host(State(h): State<Http>, req: Request<Body>, next: Next) -> Response<Body> {
+async fn allowed_host(State(h): State<Http>, mut req: Request<Body>, next: Next) -> Response<Body> {
+    h.drop_untrusted_identity(&mut req);
     let path = req.uri().path().strip_prefix(h.prefix()).unwrap_or("");
     if path == "/.tether/health" || path == "/.tether/metrics" {
         return next.run(req).await;

@@ -7,7 +7,6 @@ use http::{header, Method, Request, Response, StatusCode};
 
 use super::pages::redirect;
 use super::{from_own_site, proxy, Http};
-use crate::auth::identity;
 
 /// `/.tether/health`: 200 while a worker is ready (saying so when the store refuses writes).
 pub async fn health(State(h): State<Http>) -> Response<Body> {
@@ -60,7 +59,7 @@ pub async fn forget(State(h): State<Http>, req: Request<Body>) -> Response<Body>
         .find_map(|p| p.strip_prefix("app="))
         .and_then(|a| gw.app(a))
         .map(str::to_owned);
-    if let Some(user) = identity::from_headers(req.headers(), &gw.keys().cookie) {
+    if let Some(user) = h.user_of(req.headers()) {
         let dropped = gw.registry().forget(&user);
         if gw.states().forget(&user).await.is_err() {
             return proxy::plain(

@@ -149,8 +149,8 @@ pub(super) fn restarting() -> Response<Body> {
 /// An app page: choose the user's live session or a new one, and pin the worker to it.
 async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Response<Body> {
     let gw = &h.gw;
-    let known = identity::from_headers(req.headers(), &gw.keys().cookie);
-    let user = known.unwrap_or_else(UserId::random);
+    let login = h.login_user(req.headers());
+    let user = h.user_of(req.headers()).unwrap_or_else(UserId::random);
     // Another gateway sharing the store may have recorded newer changes: then no live session
     // here is current any more, and a fresh one is restored from the newer history.
     let synced = gw.states().sync(&user, app).await;
@@ -215,11 +215,14 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         // A login redirect or an error: the worker made no session.
         gw.registry().discard(&session_id);
     }
-    // Set on every page, not only the first: an active user's year never runs out.
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        identity::set_cookie_header(&user, &gw.keys().cookie, https),
-    );
+    // Set on every page, not only the first: an active user's year never runs out. Never to
+    // a logged-in user's id: after logging out, the browser must not still be them.
+    if login.is_none() {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            identity::set_cookie_header(&user, &gw.keys().cookie, https),
+        );
+    }
     resp
 }
 

@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::pages::{forward_asset, is_upgrade};
 use super::{proxy, Http};
-use crate::auth::{identity, token};
+use crate::auth::token;
 use crate::gateway::ConnectionPermit;
 use crate::session::budget::{Counted, Held};
 use crate::session::recorder::{Handles, Recorder};
@@ -79,7 +79,7 @@ pub async fn app_ws(
 async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr) -> Response<Body> {
     let gw = &h.gw;
     let keys = gw.keys();
-    let Some(user) = identity::from_headers(req.headers(), &keys.cookie) else {
+    let Some(user) = h.user_of(req.headers()) else {
         let origin = origin_text(req.headers());
         if !origin.is_empty() && !super::is_own_origin(req.headers(), origin) {
             return refuse(

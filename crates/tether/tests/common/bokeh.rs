@@ -21,6 +21,8 @@ pub struct Browser {
     pub cookie: Option<String>,
     /// The raw `Set-Cookie` of the last response that set one.
     pub last_set_cookie: Option<String>,
+    /// Headers sent with every request, page and websocket, as an auth proxy in front adds.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A fetched page.
@@ -73,6 +75,7 @@ impl Browser {
     /// GET with this browser's cookies, following nothing; stores any identity cookie.
     pub async fn get(&mut self, url: &str, extra: &[(&str, &str)]) -> Page {
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let cookie = self.cookie.clone();
         if let Some(c) = cookie.as_deref() {
             headers.push(("cookie", c));
@@ -100,11 +103,24 @@ impl Browser {
         let page = self.get(&format!("{base}/{app}"), &[]).await;
         assert_eq!(page.status, 200, "page status; body: {}", page.html);
         let token = page.token.clone().expect("page has a token");
-        Tab::connect(base, app, &token, self.cookie.as_deref())
+        self.connect(base, app, &token)
             .await
             .expect("websocket opens")
             .ready()
             .await
+    }
+
+    /// Opens a websocket with this browser's cookie and headers; Err(status) when refused.
+    pub async fn connect(&self, base: &str, app: &str, token: &str) -> Result<Tab, String> {
+        Tab::connect_full(
+            base,
+            app,
+            token,
+            self.cookie.as_deref(),
+            None,
+            &self.headers,
+        )
+        .await
     }
 }
 
@@ -141,6 +157,17 @@ impl Tab {
         cookie: Option<&str>,
         origin: Option<&str>,
     ) -> Result<Tab, String> {
+        Self::connect_full(base, app, token, cookie, origin, &[]).await
+    }
+
+    async fn connect_full(
+        base: &str,
+        app: &str,
+        token: &str,
+        cookie: Option<&str>,
+        origin: Option<&str>,
+        extra: &[(String, String)],
+    ) -> Result<Tab, String> {
         let ws_url = format!("{}/{app}/ws", base.replacen("http://", "ws://", 1));
         let mut req = ws_url.into_client_request().unwrap();
         let h = req.headers_mut();
@@ -157,6 +184,12 @@ impl Tab {
         h.insert("origin", origin.unwrap_or(own).parse().unwrap());
         if let Some(c) = cookie {
             h.insert("cookie", c.parse().unwrap());
+        }
+        for (k, v) in extra {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         match tokio_tungstenite::connect_async(req).await {
             Ok((ws, _)) => Ok(Tab {
