@@ -16,7 +16,19 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import Tether
-from test_catalog import PICK_A, expect_plot, select_and_plot, session_id, shot, shown, wait_rendered
+from test_catalog import (
+    DEFAULT,
+    PICK_A,
+    checked_rows,
+    expect_plot,
+    first_state,
+    select_and_plot,
+    session_id,
+    shot,
+    shown,
+    wait_for_plot,
+    wait_rendered,
+)
 
 PASSWORD = "a-shared-password"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -73,3 +85,38 @@ def test_09_login_keeps_the_session_id_out_of_urls_and_cookies(new_context, auth
     wait_rendered(page)
     assert shown(page) == expect_plot(PICK_A)
     shot(page, "09-login-reloaded")
+
+
+def log_in(ctx, url: str, name: str):
+    """Opens the app in `ctx` and logs in through Panel's own form as `name`."""
+    keep_on_loopback(ctx, [])
+    page = ctx.new_page()
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_url("**/login**")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.locator("button[type=submit], input[type=submit]").first.click()
+    page.wait_for_url(url + "*")
+    wait_rendered(page)
+    return page
+
+
+def test_09b_a_login_s_state_follows_it_to_another_browser(new_context, auth_tether):
+    """Panel's own login names the user: the same login in another browser (no cookie of the
+    first) gets a session of its own, restored from the same history with the plot drawn; and
+    another login is independent. tether reads the login from the `user` cookie the worker
+    signed with `--cookie-secret`, never from what the browser claims."""
+    first = log_in(new_context("grace-laptop"), auth_tether.url, "grace")
+    select_and_plot(first, PICK_A)
+    first.close()
+    desk = log_in(new_context("grace-desk"), auth_tether.url, "grace")
+    wait_for_plot(desk, PICK_A, timeout=10_000)
+    shot(desk, "09b-login-another-browser")
+    seen_first = first_state(desk)
+    assert {k: seen_first[k] for k in ("selected", "titles")} == {
+        "selected": expect_plot(PICK_A)["selected"],
+        "titles": expect_plot(PICK_A)["titles"],
+    }, seen_first
+    assert shown(desk) == expect_plot(PICK_A)
+    other = log_in(new_context("bob"), auth_tether.url, "bob")
+    assert checked_rows(other) == [] and first_state(other)["titles"] == DEFAULT["titles"]

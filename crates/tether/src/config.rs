@@ -103,6 +103,9 @@ pub struct Config {
     pub identity_header: Option<String>,
     /// `--trusted-proxy`: the peers whose `identity_header` is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Panel's own login: the workers' cookie secret, and how long a login lasts, with which
+    /// the `user` cookie they sign is verified; the logged-in user's state then follows them.
+    pub panel_login: Option<(String, Duration)>,
     /// `--allow-websocket-origin`: other pages' origins (`host[:port]`, `*` for any) whose
     /// scripts may open the apps' websockets, as an embedding page's must.
     pub websocket_origins: Vec<String>,
@@ -132,6 +135,7 @@ impl Config {
             tls: None,
             identity_header: None,
             trusted_proxies: Vec::new(),
+            panel_login: None,
             websocket_origins: Vec::new(),
         }
     }

@@ -246,6 +246,8 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.worker_start_timeout = s.startup_timeout;
     config.state_ttl = s.state_ttl;
     config.workers = s.workers.into();
+    config.panel_login =
+        tether::workers::panel_login(&s.panel_args, |name| std::env::var(name).ok());
     config.panel_args = s.panel_args;
     config.token_lifetime = s.token_lifetime;
     config.replay_timeout = s.replay_timeout;

@@ -4,6 +4,7 @@
 //! Pure: no I/O beyond reading or creating the secret file once at start-up.
 
 pub mod identity;
+pub mod panel_login;
 pub mod secret;
 pub mod token;
 

@@ -104,16 +104,28 @@ impl Http {
         }
     }
 
-    /// The logged-in user a trusted proxy names in `--identity-header`, as the id their state
-    /// is kept under (the header of an untrusted peer is gone by now).
+    /// The logged-in user, as the id their state is kept under: the one a trusted proxy names
+    /// in `--identity-header` (an untrusted peer's header is gone by now), else the one Panel's
+    /// own login signed into its `user` cookie.
     pub(crate) fn login_user(&self, headers: &http::HeaderMap) -> Option<crate::auth::UserId> {
-        let name = self.gw.config().identity_header.as_deref()?;
-        let login = headers.get(name)?.to_str().ok()?.trim();
-        (!login.is_empty()).then(|| crate::auth::UserId::from_login(login, &self.gw.keys().login))
+        let config = self.gw.config();
+        let from_proxy = config.identity_header.as_deref().and_then(|name| {
+            let login = headers.get(name)?.to_str().ok()?.trim();
+            (!login.is_empty()).then(|| login.to_owned())
+        });
+        let login = from_proxy.or_else(|| {
+            let (secret, lifetime) = config.panel_login.as_ref()?;
+            let now = std::time::SystemTime::now();
+            crate::auth::panel_login::user(headers, secret, *lifetime, now)
+        })?;
+        Some(crate::auth::UserId::from_login(
+            &login,
+            &self.gw.keys().login,
+        ))
     }
 
-    /// Whose request this is: the logged-in user a trusted proxy names, else the identity
-    /// cookie's; `None` for a browser with neither.
+    /// Whose request this is: the logged-in user (a trusted proxy's, or Panel's own login),
+    /// else the identity cookie's; `None` for a browser with none of them.
     pub(crate) fn user_of(&self, headers: &http::HeaderMap) -> Option<crate::auth::UserId> {
         self.login_user(headers)
             .or_else(|| crate::auth::identity::from_headers(headers, &self.gw.keys().cookie))

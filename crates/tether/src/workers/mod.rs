@@ -89,6 +89,28 @@ pub fn panel_option<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     None
 }
 
+/// What verifies the workers' login cookie, as Panel reads it: the cookie secret
+/// (`--cookie-secret`, else `PANEL_COOKIE_SECRET`, else `BOKEH_COOKIE_SECRET`) and the login's
+/// lifetime (`--oauth-expiry-days`, else `PANEL_OAUTH_EXPIRY`, else 1 day). `None` without a
+/// secret: then no worker signs a login tether could check.
+pub fn panel_login(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<(String, Duration)> {
+    let secret = panel_option(args, "--cookie-secret")
+        .map(str::to_owned)
+        .or_else(|| env("PANEL_COOKIE_SECRET"))
+        .or_else(|| env("BOKEH_COOKIE_SECRET"))
+        .filter(|s| !s.is_empty())?;
+    let days = panel_option(args, "--oauth-expiry-days")
+        .map(str::to_owned)
+        .or_else(|| env("PANEL_OAUTH_EXPIRY"))
+        .and_then(|d| d.parse::<f64>().ok())
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .unwrap_or(1.0);
+    Some((secret, Duration::from_secs_f64(days * 86_400.0)))
+}
+
 /// Refuses `panel serve` arguments that would undo what tether sets on its workers (its
 /// ports, signed session ids, session lifetime), which would break reattach or ownership.
 pub fn check_panel_args(args: &[String]) -> Result<(), WorkerError> {
@@ -278,6 +300,34 @@ pub async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn panel_login_reads_the_secret_and_lifetime_as_panel_does() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none = |_: &str| None;
+        assert_eq!(panel_login(&args(&["--basic-auth", "pw"]), none), None);
+        let (secret, life) = panel_login(&args(&["--cookie-secret", "abc"]), none).unwrap();
+        assert_eq!(
+            (secret.as_str(), life),
+            ("abc", Duration::from_secs(86_400))
+        );
+        let env = |name: &str| match name {
+            "BOKEH_COOKIE_SECRET" => Some("from-env".to_owned()),
+            "PANEL_OAUTH_EXPIRY" => Some("0.5".to_owned()),
+            _ => None,
+        };
+        let (secret, life) = panel_login(&[], env).unwrap();
+        assert_eq!(
+            (secret.as_str(), life),
+            ("from-env", Duration::from_secs(43_200))
+        );
+        let (secret, life) = panel_login(
+            &args(&["--cookie-secret=x", "--oauth-expiry-days", "2"]),
+            env,
+        )
+        .unwrap();
+        assert_eq!((secret.as_str(), life), ("x", Duration::from_secs(172_800)));
+    }
 
     #[test]
     fn panel_options_are_found_in_either_form_but_not_in_the_apps_own_args() {
