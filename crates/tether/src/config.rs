@@ -23,6 +23,8 @@ pub mod defaults {
     pub const LIVE_TTL: &str = "1h";
     /// How long saved state is kept after its last change.
     pub const STATE_TTL: &str = "30days";
+    /// How long a shared snapshot is kept.
+    pub const SNAPSHOT_TTL: &str = "30days";
     /// Worker processes.
     pub const WORKERS: u16 = 1;
     /// Lifetime of the tokens tether mints for workers.
@@ -73,6 +75,8 @@ pub struct Config {
     pub live_ttl: Duration,
     /// How long a user's saved state is kept after its last change.
     pub state_ttl: Duration,
+    /// How long a shared snapshot (`/.tether/share`) is kept.
+    pub snapshot_ttl: Duration,
     /// Number of `panel serve` workers.
     pub workers: usize,
     /// Arguments passed verbatim to `panel serve`.
@@ -122,6 +126,7 @@ impl Config {
             secret_file: PathBuf::from(defaults::SECRET_FILE),
             live_ttl: duration(defaults::LIVE_TTL),
             state_ttl: duration(defaults::STATE_TTL),
+            snapshot_ttl: duration(defaults::SNAPSHOT_TTL),
             workers: defaults::WORKERS.into(),
             panel_args: Vec::new(),
             token_lifetime: duration(defaults::TOKEN_LIFETIME),
@@ -318,6 +323,7 @@ mod tests {
         for text in [
             defaults::LIVE_TTL,
             defaults::STATE_TTL,
+            defaults::SNAPSHOT_TTL,
             defaults::TOKEN_LIFETIME,
             defaults::REPLAY_TIMEOUT,
             defaults::STARTUP_TIMEOUT,

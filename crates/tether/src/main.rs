@@ -62,6 +62,9 @@ struct Serve {
     /// How long a user's saved state is kept after their last change.
     #[arg(long, default_value = defaults::STATE_TTL, value_parser = duration)]
     state_ttl: Duration,
+    /// How long a shared link's snapshot (/.tether/share) is kept.
+    #[arg(long, default_value = defaults::SNAPSHOT_TTL, value_parser = duration)]
+    snapshot_ttl: Duration,
     /// Number of panel serve workers.
     #[arg(long, default_value_t = defaults::WORKERS, value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
@@ -245,6 +248,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.live_ttl = s.live_ttl;
     config.worker_start_timeout = s.startup_timeout;
     config.state_ttl = s.state_ttl;
+    config.snapshot_ttl = s.snapshot_ttl;
     config.workers = s.workers.into();
     config.panel_login =
         tether::workers::panel_login(&s.panel_args, |name| std::env::var(name).ok());

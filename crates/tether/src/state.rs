@@ -100,6 +100,12 @@ fn decode(bytes: &[u8], limits: LogLimits) -> Option<Held> {
     })
 }
 
+/// Where snapshot `id` of `app` is kept: under a user that no cookie can name (real ids are
+/// bare hex), so no user's history and no snapshot can reach each other.
+fn snapshot_key(id: &str, app: &str) -> StateKey {
+    StateKey::new(format!("snapshot-{id}"), app)
+}
+
 fn now_ms() -> u64 {
     u64::try_from(SystemClock.now_millis()).unwrap_or(0)
 }
@@ -265,6 +271,66 @@ impl States {
         }
         self.writer
             .submit_later(StateKey::new(user.as_str(), app), log.0.clone());
+    }
+
+    /// Freezes the user's current history of `app` into a snapshot of its own, kept `ttl`,
+    /// and returns its id (128 random bits, as hex). `Ok(None)` when there is nothing to share.
+    pub async fn share(
+        &self,
+        user: &UserId,
+        app: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(synced) = self.sync(user, app).await else {
+            return Err(StoreError::Unavailable);
+        };
+        if !synced.has_state {
+            return Ok(None);
+        }
+        let bytes = encode(&synced.log.lock());
+        let id = UserId::random().as_str().to_owned();
+        self.store
+            .save_batch(&[(snapshot_key(&id, app), bytes)], ttl)
+            .await?;
+        Ok(Some(id))
+    }
+
+    /// Makes the snapshot `id` of `app` the user's history of it: what they do next is
+    /// recorded into their own history, never into the snapshot. `Ok(false)` when there is no
+    /// such snapshot of this app (expired, made up, or another app's).
+    pub async fn open_snapshot(
+        &self,
+        id: &str,
+        user: &UserId,
+        app: &str,
+    ) -> Result<bool, StoreError> {
+        let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Ok(false);
+        }
+        let Some(bytes) = self.store.load(&snapshot_key(id, app)).await? else {
+            return Ok(false);
+        };
+        let Some(mut shared) = decode(&bytes, self.limits) else {
+            return Ok(false);
+        };
+        let key = StateKey::new(user.as_str(), app);
+        let cached = self.logs.lock().expect("logs lock").get(&key).cloned();
+        let history = cached.unwrap_or_else(|| {
+            let empty = Held {
+                log: Log::new(self.limits),
+                stamp: 0,
+            };
+            self.cache(key.clone(), empty)
+        });
+        {
+            let mut held = history.lock();
+            shared.stamp = now_ms().max(held.stamp + 1);
+            *held = shared;
+        }
+        self.writer.submit_later(key, history.0.clone());
+        self.writer.flush().await?;
+        Ok(true)
     }
 
     /// Forgets everything saved for a user. An error means the store still holds it.

@@ -417,6 +417,113 @@ async fn an_identity_header_from_an_untrusted_peer_is_ignored_and_dropped() {
     other.close().await;
 }
 
+/// `POST /.tether/share` from the sharer, as their page would send it.
+async fn share(t: &Tether, b: &Browser, app: &str) -> (u16, String) {
+    let cookie = b.cookie.clone().unwrap_or_default();
+    let headers = [
+        ("cookie", cookie.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let url = t.url(&format!("/.tether/share?app={app}"));
+    let (status, _, body) = common::bokeh::http_request(http::Method::POST, &url, &headers).await;
+    (status, body)
+}
+
+/// A share link: the visitor gets the sharer's view with its output drawn, in a session of
+/// their own; what the visitor does next changes neither the sharer's state nor the link's;
+/// an id that is made up, or another app's, gets a clear page and nobody's state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_link_gives_the_sharers_view_and_nothing_more() {
+    let dir = tempdir();
+    let apps = [plain(), vec![app("tests/apps/request_echo.py")]].concat();
+    let t = Tether::start(dir.path(), &apps, &[]);
+    let mut ada = Browser::new();
+    let mut tab = ada.open(&t.base, APP).await;
+    assert_eq!(share(&t, &ada, APP).await.0, 409, "nothing to share yet");
+    set_slider(&mut tab, 7).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = share(&t, &ada, APP).await;
+    assert_eq!(status, 200, "{body}");
+    let link = serde_json::from_str::<serde_json::Value>(&body).unwrap()["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        link.starts_with(&format!("/{APP}?tether-snapshot=")),
+        "{link}"
+    );
+
+    // Bob opens it: a redirect to the app's own address, then Ada's view, drawn.
+    let mut bob = Browser::new();
+    let opened = bob.get(&t.url(&link), &[]).await;
+    assert_eq!(opened.status, 303);
+    assert_eq!(opened.headers["location"], format!("/{APP}").as_str());
+    let (_, mut bob_tab) = reopen(&mut bob, &t.base).await;
+    assert_eq!(slider(&bob_tab), json!(7));
+    let div = bob_tab.doc.of_type("Div")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(bob_tab
+        .doc
+        .attr(&div, "text")
+        .as_str()
+        .unwrap()
+        .contains("value=7 "));
+    set_slider(&mut bob_tab, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob_tab.close().await;
+    tab.close().await;
+
+    // Ada's state and the snapshot are as they were; Bob keeps his own change.
+    let (_, ada_tab) = reopen(&mut ada, &t.base).await;
+    assert_eq!(
+        slider(&ada_tab),
+        json!(7),
+        "the sharer's state is untouched"
+    );
+    let (_, bob_tab) = reopen(&mut bob, &t.base).await;
+    assert_eq!(
+        slider(&bob_tab),
+        json!(3),
+        "the visitor's change is recorded as theirs"
+    );
+    let mut carol = Browser::new();
+    assert_eq!(carol.get(&t.url(&link), &[]).await.status, 303);
+    let (_, carol_tab) = reopen(&mut carol, &t.base).await;
+    assert_eq!(
+        slider(&carol_tab),
+        json!(7),
+        "the link still shows what was shared"
+    );
+
+    // The same id on another app, a made-up one, and a share asked by another site.
+    let id = link.rsplit('=').next().unwrap();
+    for url in [
+        format!("/request_echo?tether-snapshot={id}"),
+        format!("/{APP}?tether-snapshot=0123456789abcdef0123456789abcdef"),
+        format!("/{APP}?tether-snapshot=../../x"),
+    ] {
+        let page = Browser::new().get(&t.url(&url), &[]).await;
+        assert_eq!(page.status, 404, "{url}");
+        assert!(page.html.contains("ask whoever shared it"), "{}", page.html);
+    }
+    let cookie = ada.cookie.clone().unwrap();
+    let (status, _, _) = common::bokeh::http_request(
+        http::Method::POST,
+        &t.url(&format!("/.tether/share?app={APP}")),
+        &[
+            ("cookie", cookie.as_str()),
+            ("sec-fetch-site", "cross-site"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    for tab in [ada_tab, bob_tab, carol_tab] {
+        tab.close().await;
+    }
+}
+
 /// `--state rediss://` with `--redis-ca-file`, as a managed Redis needs: a change made through
 /// one gateway process is restored by the next, from a server that speaks TLS only.
 #[tokio::test(flavor = "multi_thread")]

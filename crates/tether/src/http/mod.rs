@@ -34,7 +34,8 @@ pub struct Http {
 ///
 /// All of them under `--prefix` when one is given:
 /// - `/` lists the apps (or redirects to the only one);
-/// - `/.tether/health`, `/.tether/metrics` and `/.tether/forget` are tether's own;
+/// - `/.tether/health`, `/.tether/metrics`, `/.tether/forget` and `/.tether/share` are
+///   tether's own;
 /// - `/{app}` (and `/{app}/`) is an app page, `/{app}/ws` its websocket, and
 ///   `/{app}/autoload.js` the script of an embedded app, which makes a session as a page does;
 /// - anything else (static files, other methods on an app's path) is
@@ -55,6 +56,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(&at("/.tether/health"), any(ops::health))
         .route(&at("/.tether/metrics"), any(ops::metrics))
         .route(&at("/.tether/forget"), any(ops::forget))
+        .route(&at("/.tether/share"), any(ops::share))
         .route(&at("/.tether/{*rest}"), any(ops::unknown))
         .route(&at("/.tether/"), any(ops::unknown))
         .route(&at("/{app}"), any(pages::app))

@@ -51,14 +51,7 @@ pub async fn forget(State(h): State<Http>, req: Request<Body>) -> Response<Body>
         );
     }
     let gw = &h.gw;
-    let app = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|p| p.strip_prefix("app="))
-        .and_then(|a| gw.app(a))
-        .map(str::to_owned);
+    let app = app_in_query(&h, req.uri().query());
     if let Some(user) = h.user_of(req.headers()) {
         let dropped = gw.registry().forget(&user);
         if gw.states().forget(&user).await.is_err() {
@@ -71,6 +64,69 @@ pub async fn forget(State(h): State<Http>, req: Request<Body>) -> Response<Body>
     }
     let prefix = h.prefix();
     redirect(&app.map_or(format!("{prefix}/"), |a| format!("{prefix}/{a}")))
+}
+
+/// The served app a query's `app=NAME` names.
+fn app_in_query(h: &Http, query: Option<&str>) -> Option<String> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("app="))
+        .and_then(|a| h.gw.app(a))
+        .map(str::to_owned)
+}
+
+/// `POST /.tether/share?app=NAME`: freezes the caller's history of the app into a snapshot
+/// and answers `{"link": "/<app>?tether-snapshot=ID"}`. Whoever opens the link gets a new
+/// session restored from the snapshot; what they do next is theirs, never the snapshot's.
+pub async fn share(State(h): State<Http>, req: Request<Body>) -> Response<Body> {
+    if req.method() != Method::POST {
+        return proxy::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Share is a POST of /.tether/share?app=NAME, from the app's own page.",
+        );
+    }
+    if !from_own_site(req.headers()) {
+        return proxy::plain(
+            StatusCode::FORBIDDEN,
+            "Another site asked to share your state, so nothing was shared; share from this site.",
+        );
+    }
+    let Some(app) = app_in_query(&h, req.uri().query()) else {
+        return proxy::plain(
+            StatusCode::NOT_FOUND,
+            "No such app here; name a served app, as in /.tether/share?app=NAME.",
+        );
+    };
+    let Some(user) = h.user_of(req.headers()) else {
+        return proxy::plain(
+            StatusCode::CONFLICT,
+            "There is nothing to share yet; open the app and change something first.",
+        );
+    };
+    let ttl = h.gw.config().snapshot_ttl;
+    match h.gw.states().share(&user, &app, ttl).await {
+        Ok(Some(id)) => {
+            tracing::info!(user = %user, app, "shared a snapshot");
+            let link = format!("{}/{app}?tether-snapshot={id}", h.prefix());
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CACHE_CONTROL, "no-store")
+                .body(Body::from(serde_json::json!({ "link": link }).to_string()))
+                .expect("static response")
+        }
+        Ok(None) => proxy::plain(
+            StatusCode::CONFLICT,
+            "There is nothing to share yet; change something in the app first.",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot save a snapshot");
+            proxy::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The snapshot could not be saved because the state store refuses changes right now; try again in a minute.",
+            )
+        }
+    }
 }
 
 /// Any other path under `/.tether/`.

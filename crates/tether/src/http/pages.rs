@@ -151,6 +151,16 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
     let gw = &h.gw;
     let login = h.login_user(req.headers());
     let user = h.user_of(req.headers()).unwrap_or_else(UserId::random);
+    if let Some(id) = snapshot_in(req.uri().query()) {
+        let https = proxy::is_https(req.headers());
+        let link = Link {
+            id: id.to_owned(),
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().unwrap_or("").to_owned(),
+        };
+        let cookie = login.is_none().then_some(https);
+        return open_snapshot(h, app, &user, cookie, link).await;
+    }
     // Another gateway sharing the store may have recorded newer changes: then no live session
     // here is current any more, and a fresh one is restored from the newer history.
     let synced = gw.states().sync(&user, app).await;
@@ -221,6 +231,69 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         resp.headers_mut().append(
             header::SET_COOKIE,
             identity::set_cookie_header(&user, &gw.keys().cookie, https),
+        );
+    }
+    resp
+}
+
+/// The `tether-snapshot=ID` of a shared link, if the query has one.
+fn snapshot_in(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|p| p.strip_prefix("tether-snapshot="))
+}
+
+/// A shared link as requested: the snapshot's id, and the path and query it came with.
+struct Link {
+    id: String,
+    path: String,
+    query: String,
+}
+
+/// A shared link: the snapshot becomes the visitor's history of the app (a fresh session is
+/// restored from it), then the app's own address, without the snapshot, so that a reload
+/// keeps what the visitor did since. `cookie` is whether to set the identity cookie (and
+/// whether it is `Secure`), as a page would.
+async fn open_snapshot(
+    h: &Http,
+    app: &str,
+    user: &UserId,
+    cookie: Option<bool>,
+    link: Link,
+) -> Response<Body> {
+    let gw = &h.gw;
+    match gw.states().open_snapshot(&link.id, user, app).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return proxy::plain(
+                StatusCode::NOT_FOUND,
+                "This shared link has expired or is not for this app; ask whoever shared it for a new one.",
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open a snapshot");
+            return proxy::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The shared state cannot be read right now; try the link again in a minute.",
+            );
+        }
+    }
+    gw.registry().history_changed(user, app);
+    tracing::info!(user = %user, app, "opened a shared snapshot");
+    let rest: Vec<&str> = link
+        .query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("tether-snapshot="))
+        .collect();
+    let mut resp = redirect(&if rest.is_empty() {
+        link.path
+    } else {
+        format!("{}?{}", link.path, rest.join("&"))
+    });
+    if let Some(https) = cookie {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            identity::set_cookie_header(user, &gw.keys().cookie, https),
         );
     }
     resp

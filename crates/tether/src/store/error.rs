@@ -14,6 +14,10 @@ pub enum StoreError {
         url: String,
     },
 
+    /// The store could not be read just now (its own error was logged where it happened).
+    #[error("the saved state cannot be read right now; try again in a moment")]
+    Unavailable,
+
     /// The directory that should hold the SQLite file could not be created.
     #[error("cannot create the directory {path} for the state file; create it yourself or choose another location")]
     CreateDir {
