@@ -77,6 +77,8 @@ pub struct Config {
     pub state_ttl: Duration,
     /// How long a shared snapshot (`/.tether/share`) is kept.
     pub snapshot_ttl: Duration,
+    /// `--controls`: a corner button on every app page to copy a share link or reset the page.
+    pub controls: bool,
     /// Number of `panel serve` workers.
     pub workers: usize,
     /// Arguments passed verbatim to `panel serve`.
@@ -127,6 +129,7 @@ impl Config {
             live_ttl: duration(defaults::LIVE_TTL),
             state_ttl: duration(defaults::STATE_TTL),
             snapshot_ttl: duration(defaults::SNAPSHOT_TTL),
+            controls: false,
             workers: defaults::WORKERS.into(),
             panel_args: Vec::new(),
             token_lifetime: duration(defaults::TOKEN_LIFETIME),

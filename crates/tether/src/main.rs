@@ -62,6 +62,9 @@ struct Serve {
     /// How long a user's saved state is kept after their last change.
     #[arg(long, default_value = defaults::STATE_TTL, value_parser = duration)]
     state_ttl: Duration,
+    /// Add a small corner button to every app page: "Copy share link" and "Reset this page".
+    #[arg(long)]
+    controls: bool,
     /// How long a shared link's snapshot (/.tether/share) is kept.
     #[arg(long, default_value = defaults::SNAPSHOT_TTL, value_parser = duration)]
     snapshot_ttl: Duration,
@@ -249,6 +252,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.worker_start_timeout = s.startup_timeout;
     config.state_ttl = s.state_ttl;
     config.snapshot_ttl = s.snapshot_ttl;
+    config.controls = s.controls;
     config.workers = s.workers.into();
     config.panel_login =
         tether::workers::panel_login(&s.panel_args, |name| std::env::var(name).ok());

@@ -203,6 +203,7 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         format!("{path}?{query}")
     };
     let https = proxy::is_https(req.headers());
+    let is_page = !path.ends_with("/autoload.js");
     // A listed page's `server_document(..., with_credentials=True)` fetches the script with
     // cookies, which a wildcard `Access-Control-Allow-Origin` (Bokeh's answer to a request
     // without cookies, as a first visit is) would make the browser refuse.
@@ -225,6 +226,9 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         // A login redirect or an error: the worker made no session.
         gw.registry().discard(&session_id);
     }
+    if gw.config().controls && is_page {
+        resp = with_controls(resp, h.prefix(), app).await;
+    }
     // Set on every page, not only the first: an active user's year never runs out. Never to
     // a logged-in user's id: after logging out, the browser must not still be them.
     if login.is_none() {
@@ -234,6 +238,48 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         );
     }
     resp
+}
+
+/// The script of `--controls`, run in the page.
+const CONTROLS_JS: &str = include_str!("assets/controls.js");
+
+/// Largest page `--controls` adds its button to; a larger one is passed on as it is.
+const MAX_CONTROLLED_PAGE: usize = 8 << 20;
+
+/// `--controls`: the corner button's script, added before the page's `</body>`. Only to a
+/// whole, uncompressed HTML page; anything else is passed on as the worker sent it.
+async fn with_controls(resp: Response<Body>, prefix: &str, app: &str) -> Response<Body> {
+    let html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"));
+    if resp.status() != StatusCode::OK
+        || !html
+        || resp.headers().contains_key(header::CONTENT_ENCODING)
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_CONTROLLED_PAGE).await else {
+        return proxy::plain(
+            StatusCode::BAD_GATEWAY,
+            "The app's page could not be read; reload it, or start tether without --controls.",
+        );
+    };
+    let config = serde_json::json!({ "app": app, "prefix": prefix }).to_string();
+    let attribute = config
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    let script = format!("<script data-tether=\"{attribute}\">{CONTROLS_JS}</script>");
+    let text = String::from_utf8_lossy(&bytes);
+    let at = text.rfind("</body>").unwrap_or(text.len());
+    let page = format!("{}{script}{}", &text[..at], &text[at..]);
+    // The worker's validators and length describe the page without the button.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::ETAG);
+    Response::from_parts(parts, Body::from(page))
 }
 
 /// The `tether-snapshot=ID` of a shared link, if the query has one.

@@ -1,0 +1,65 @@
+"""`tether serve --controls`: the corner button a user can see, in a real Chromium.
+
+"Copy share link" gives a link that shows another browser the same view, plot drawn; "Reset this
+page" forgets the user's state and starts afresh. The app itself works as without the button.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import Tether
+from test_catalog import (
+    DEFAULT,
+    PICK_A,
+    checked_rows,
+    expect_plot,
+    open_catalog,
+    select_and_plot,
+    shot,
+    shown,
+    state,
+    wait_for_plot,
+)
+
+
+@pytest.fixture(scope="module")
+def controls_tether(artifacts):
+    workdir = Path(tempfile.mkdtemp(prefix="tether-e2e-controls-"))
+    server = Tether(workdir, artifacts / "tether-controls.log", ["--controls"])
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_13_controls_share_and_reset(new_context, controls_tether):
+    ctx = new_context("controls")
+    page = open_catalog(ctx, controls_tether.url)
+    share = page.get_by_role("button", name="Copy share link")
+    reset = page.get_by_role("button", name="Reset this page")
+    share.wait_for(state="visible")
+    reset.wait_for(state="visible")
+    select_and_plot(page, PICK_A)
+    share.click()
+    link_out = page.locator("#tether-controls output")
+    link_out.filter(has_text="tether-snapshot=").wait_for(timeout=10_000)
+    link = link_out.get_attribute("data-link")
+    assert link and link.startswith(controls_tether.url.rsplit("/", 1)[0]), link
+    shot(page, "13-controls-shared")
+
+    visitor = open_catalog(new_context("controls-visitor"), link)
+    wait_for_plot(visitor, PICK_A, timeout=10_000)
+    assert shown(visitor) == expect_plot(PICK_A)
+    assert "tether-snapshot" not in visitor.url, visitor.url
+
+    reset.click()
+    page.wait_for_url(controls_tether.url)
+    page.locator(".tabulator-row").nth(3).wait_for(state="visible")
+    page.wait_for_function("() => window.__tetherState() !== null")
+    assert checked_rows(page) == []
+    assert {k: state(page)[k] for k in DEFAULT} == DEFAULT
+    shot(page, "13-controls-reset")
