@@ -287,7 +287,9 @@ impl States {
         if !synced.has_state {
             return Ok(None);
         }
-        let bytes = encode(&synced.log.lock());
+        // The owner's id first, so that they alone may delete it.
+        let mut bytes = user.as_str().as_bytes().to_vec();
+        bytes.extend(encode(&synced.log.lock()));
         let id = UserId::random().as_str().to_owned();
         self.store
             .save_batch(&[(snapshot_key(&id, app), bytes)], ttl)
@@ -304,11 +306,7 @@ impl States {
         user: &UserId,
         app: &str,
     ) -> Result<bool, StoreError> {
-        let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
-        if !valid {
-            return Ok(false);
-        }
-        let Some(bytes) = self.store.load(&snapshot_key(id, app)).await? else {
+        let Some((_owner, bytes)) = self.load_snapshot(id, app).await? else {
             return Ok(false);
         };
         let Some(mut shared) = decode(&bytes, self.limits) else {
@@ -331,6 +329,43 @@ impl States {
         self.writer.submit_later(key, history.0.clone());
         self.writer.flush().await?;
         Ok(true)
+    }
+
+    /// Deletes snapshot `id` of `app` if `user` made it. `Ok(false)` when there is no such
+    /// snapshot, or it is someone else's.
+    pub async fn delete_snapshot(
+        &self,
+        id: &str,
+        user: &UserId,
+        app: &str,
+    ) -> Result<bool, StoreError> {
+        match self.load_snapshot(id, app).await? {
+            Some((owner, _)) if owner == user.as_str() => {
+                self.store.forget_user(&snapshot_key(id, app).user).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Snapshot `id` of `app`, as its owner's id and the history's bytes.
+    async fn load_snapshot(
+        &self,
+        id: &str,
+        app: &str,
+    ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Ok(None);
+        }
+        let Some(mut bytes) = self.store.load(&snapshot_key(id, app)).await? else {
+            return Ok(None);
+        };
+        if bytes.len() < 32 {
+            return Ok(None);
+        }
+        let history = bytes.split_off(32);
+        Ok(String::from_utf8(bytes).ok().map(|owner| (owner, history)))
     }
 
     /// Forgets everything saved for a user. An error means the store still holds it.

@@ -519,6 +519,29 @@ async fn a_share_link_gives_the_sharers_view_and_nothing_more() {
     )
     .await;
     assert_eq!(status, 403);
+
+    // Only its owner deletes it; then the link opens nothing.
+    let delete = |b: &Browser| {
+        let cookie = b.cookie.clone().unwrap();
+        let url = t.url(&format!("/.tether/share?app={APP}&id={id}"));
+        async move {
+            let headers = [
+                ("cookie", cookie.as_str()),
+                ("sec-fetch-site", "same-origin"),
+            ];
+            common::bokeh::http_request(http::Method::DELETE, &url, &headers)
+                .await
+                .0
+        }
+    };
+    assert_eq!(delete(&bob).await, 404, "not Bob's to delete");
+    assert_eq!(
+        carol.get(&t.url(&link), &[]).await.status,
+        303,
+        "still there"
+    );
+    assert_eq!(delete(&ada).await, 200);
+    assert_eq!(Browser::new().get(&t.url(&link), &[]).await.status, 404);
     for tab in [ada_tab, bob_tab, carol_tab] {
         tab.close().await;
     }

@@ -79,11 +79,13 @@ fn app_in_query(h: &Http, query: Option<&str>) -> Option<String> {
 /// `POST /.tether/share?app=NAME`: freezes the caller's history of the app into a snapshot
 /// and answers `{"link": "/<app>?tether-snapshot=ID"}`. Whoever opens the link gets a new
 /// session restored from the snapshot; what they do next is theirs, never the snapshot's.
+///
+/// `DELETE /.tether/share?app=NAME&id=ID` deletes a snapshot its caller made.
 pub async fn share(State(h): State<Http>, req: Request<Body>) -> Response<Body> {
-    if req.method() != Method::POST {
+    if req.method() != Method::POST && req.method() != Method::DELETE {
         return proxy::plain(
             StatusCode::METHOD_NOT_ALLOWED,
-            "Share is a POST of /.tether/share?app=NAME, from the app's own page.",
+            "Share is a POST of /.tether/share?app=NAME (DELETE with &id=ID), from the app's own page.",
         );
     }
     if !from_own_site(req.headers()) {
@@ -104,6 +106,27 @@ pub async fn share(State(h): State<Http>, req: Request<Body>) -> Response<Body> 
             "There is nothing to share yet; open the app and change something first.",
         );
     };
+    if req.method() == Method::DELETE {
+        let id = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix("id="))
+            .unwrap_or("")
+            .to_owned();
+        return match h.gw.states().delete_snapshot(&id, &user, &app).await {
+            Ok(true) => proxy::plain(StatusCode::OK, "The shared link is deleted."),
+            Ok(false) => proxy::plain(
+                StatusCode::NOT_FOUND,
+                "You have no shared link of this app with that id; check the link's tether-snapshot value.",
+            ),
+            Err(_) => proxy::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The shared link could not be deleted because the state store refuses changes right now; try again in a minute.",
+            ),
+        };
+    }
     let ttl = h.gw.config().snapshot_ttl;
     match h.gw.states().share(&user, &app, ttl).await {
         Ok(Some(id)) => {
