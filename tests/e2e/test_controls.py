@@ -29,7 +29,8 @@ from test_catalog import (
 @pytest.fixture(scope="module")
 def controls_tether(artifacts):
     workdir = Path(tempfile.mkdtemp(prefix="tether-e2e-controls-"))
-    server = Tether(workdir, artifacts / "tether-controls.log", ["--controls"])
+    plain = Path(__file__).resolve().parents[1] / "apps" / "plain_bokeh.py"
+    server = Tether(workdir, artifacts / "tether-controls.log", ["--controls", str(plain)])
     server.start()
     yield server
     server.stop()
@@ -63,3 +64,26 @@ def test_13_controls_share_and_reset(new_context, controls_tether):
     assert checked_rows(page) == []
     assert {k: state(page)[k] for k in DEFAULT} == DEFAULT
     shot(page, "13-controls-reset")
+
+
+def test_14_controls_on_a_plain_bokeh_page(new_context, controls_tether):
+    """The same button on a plain Bokeh app (no Panel): the slider still works, and its share
+    link shows another browser the moved slider's output."""
+    page = new_context("controls-bokeh").new_page()
+    page.goto(controls_tether.url.rsplit("/", 1)[0] + "/plain_bokeh", wait_until="domcontentloaded")
+    output = page.get_by_text("color=red")
+    output.wait_for()
+    assert output.inner_text() == "value=2 color=red"
+    handle = page.locator(".noUi-handle").first
+    handle.focus()
+    for _ in range(3):
+        handle.press("ArrowRight")
+    page.get_by_text("value=5 color=red").wait_for(timeout=10_000)
+    page.wait_for_timeout(300)  # recorded within 50 ms; a person takes longer
+    page.get_by_role("button", name="Copy share link").click()
+    out = page.locator("#tether-controls output")
+    out.filter(has_text="tether-snapshot=").wait_for(timeout=10_000)
+    shot(page, "14-controls-plain-bokeh")
+    visitor = new_context("controls-bokeh-visitor").new_page()
+    visitor.goto(out.get_attribute("data-link"), wait_until="domcontentloaded")
+    visitor.get_by_text("value=5 color=red").wait_for(timeout=30_000)
