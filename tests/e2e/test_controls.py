@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Tether
+from test_login import keep_on_loopback
 from test_catalog import (
     DEFAULT,
     PICK_A,
@@ -29,8 +30,9 @@ from test_catalog import (
 @pytest.fixture(scope="module")
 def controls_tether(artifacts):
     workdir = Path(tempfile.mkdtemp(prefix="tether-e2e-controls-"))
-    plain = Path(__file__).resolve().parents[1] / "apps" / "plain_bokeh.py"
-    server = Tether(workdir, artifacts / "tether-controls.log", ["--controls", str(plain)])
+    apps = Path(__file__).resolve().parents[1] / "apps"
+    extra = [str(apps / "plain_bokeh.py"), str(apps / "template_app.py")]
+    server = Tether(workdir, artifacts / "tether-controls.log", ["--controls", *extra])
     server.start()
     yield server
     server.stop()
@@ -87,3 +89,26 @@ def test_14_controls_on_a_plain_bokeh_page(new_context, controls_tether):
     visitor = new_context("controls-bokeh-visitor").new_page()
     visitor.goto(out.get_attribute("data-link"), wait_until="domcontentloaded")
     visitor.get_by_text("value=5 color=red").wait_for(timeout=30_000)
+
+
+def test_15_controls_on_a_panel_template(new_context, controls_tether):
+    """On a Panel template the button sits in the corner over the template's own layout, which
+    still draws (header and sidebar); the slider still drives its output, and reset restores the
+    template's defaults."""
+    ctx = new_context("controls-template")
+    keep_on_loopback(ctx, [])  # the template's fonts come from a CDN
+    page = ctx.new_page()
+    page.goto(controls_tether.url.rsplit("/", 1)[0] + "/template_app", wait_until="domcontentloaded")
+    page.get_by_text("tether template app").first.wait_for()
+    page.get_by_text("level is 2").wait_for()
+    handle = page.locator(".noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    page.get_by_text("level is 3").wait_for(timeout=10_000)
+    share = page.get_by_role("button", name="Copy share link")
+    box = share.bounding_box()
+    view = page.viewport_size
+    assert box["x"] > view["width"] / 2 and box["y"] > view["height"] / 2, box
+    shot(page, "15-controls-template")
+    page.get_by_role("button", name="Reset this page").click()
+    page.get_by_text("level is 2").wait_for(timeout=30_000)
