@@ -207,8 +207,7 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
     // A listed page's `server_document(..., with_credentials=True)` fetches the script with
     // cookies, which a wildcard `Access-Control-Allow-Origin` (Bokeh's answer to a request
     // without cookies, as a first visit is) would make the browser refuse.
-    let embedder = path
-        .ends_with("/autoload.js")
+    let embedder = (!is_page)
         .then(|| req.headers().get(header::ORIGIN).cloned())
         .flatten()
         .filter(|_| super::origin_allowed(req.headers(), &gw.config().websocket_origins));
@@ -243,7 +242,8 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
 /// The script of `--controls`, run in the page.
 const CONTROLS_JS: &str = include_str!("assets/controls.js");
 
-/// Largest page `--controls` adds its button to; a larger one is passed on as it is.
+/// Largest page `--controls` adds its button to; a larger one (no app page is near it) is
+/// answered with a 502 that says to run without `--controls`.
 const MAX_CONTROLLED_PAGE: usize = 8 << 20;
 
 /// `--controls`: the corner button's script, added before the page's `</body>`. Only to a
