@@ -329,20 +329,32 @@ async fn headers_the_app_sees(b: &mut Browser, base: &str) -> String {
     text
 }
 
+/// A gateway serving the slider app and `request_echo`, believing `X-Forwarded-User` from
+/// `trusted`.
+fn behind_a_proxy(dir: &std::path::Path, trusted: &str) -> Tether {
+    let apps = [plain(), vec![app("tests/apps/request_echo.py")]].concat();
+    let args = [
+        "--identity-header",
+        "X-Forwarded-User",
+        "--trusted-proxy",
+        trusted,
+    ];
+    Tether::start(dir, &apps, &args)
+}
+
+/// The text of the app's Div, which its callback redraws.
+fn div_text(tab: &Tab) -> String {
+    let div = tab.doc.of_type("Div")[0]["id"].as_str().unwrap().to_owned();
+    tab.doc.attr(&div, "text").as_str().unwrap().to_owned()
+}
+
 /// `--identity-header` from a `--trusted-proxy`: a logged-in user's state follows them to
 /// another browser, which has no cookie of theirs; another user's stays their own; and a
 /// logged-in user's token is refused to anyone else.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_logged_in_user_s_state_follows_them_to_another_browser() {
     let dir = tempdir();
-    let apps = [plain(), vec![app("tests/apps/request_echo.py")]].concat();
-    let args = [
-        "--identity-header",
-        "X-Forwarded-User",
-        "--trusted-proxy",
-        "127.0.0.1",
-    ];
-    let t = Tether::start(dir.path(), &apps, &args);
+    let t = behind_a_proxy(dir.path(), "127.0.0.1");
 
     let mut laptop = logged_in_as("ada");
     let mut tab = laptop.open(&t.base, APP).await;
@@ -358,16 +370,7 @@ async fn a_logged_in_user_s_state_follows_them_to_another_browser() {
     let (session, desk_tab) = reopen(&mut desk, &t.base).await;
     assert_ne!(session, tab.session_id, "a session of its own");
     assert_eq!(slider(&desk_tab), json!(8), "restored from Ada's history");
-    let div = desk_tab.doc.of_type("Div")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(desk_tab
-        .doc
-        .attr(&div, "text")
-        .as_str()
-        .unwrap()
-        .contains("value=8 "));
+    assert!(div_text(&desk_tab).contains("value=8 "));
 
     // Bob's state is his own, and Ada's token is not his to use.
     let mut bob = logged_in_as("bob");
@@ -389,14 +392,7 @@ async fn a_logged_in_user_s_state_follows_them_to_another_browser() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_identity_header_from_an_untrusted_peer_is_ignored_and_dropped() {
     let dir = tempdir();
-    let apps = [plain(), vec![app("tests/apps/request_echo.py")]].concat();
-    let args = [
-        "--identity-header",
-        "X-Forwarded-User",
-        "--trusted-proxy",
-        "10.0.0.0/8",
-    ];
-    let t = Tether::start(dir.path(), &apps, &args);
+    let t = behind_a_proxy(dir.path(), "10.0.0.0/8");
     let mut first = logged_in_as("ada");
     let mut tab = first.open(&t.base, APP).await;
     set_slider(&mut tab, 8).await;
@@ -460,16 +456,7 @@ async fn a_share_link_gives_the_sharers_view_and_nothing_more() {
     assert_eq!(opened.headers["location"], format!("/{APP}").as_str());
     let (_, mut bob_tab) = reopen(&mut bob, &t.base).await;
     assert_eq!(slider(&bob_tab), json!(7));
-    let div = bob_tab.doc.of_type("Div")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(bob_tab
-        .doc
-        .attr(&div, "text")
-        .as_str()
-        .unwrap()
-        .contains("value=7 "));
+    assert!(div_text(&bob_tab).contains("value=7 "));
     set_slider(&mut bob_tab, 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     bob_tab.close().await;
@@ -565,13 +552,8 @@ async fn state_in_redis_over_tls_is_restored_after_a_restart() {
     t.start_again();
     let (_, tab) = reopen(&mut user, &t.base).await;
     assert_eq!(slider(&tab), json!(6), "restored from Redis over TLS");
-    let div = tab.doc.of_type("Div")[0]["id"].as_str().unwrap().to_owned();
     assert!(
-        tab.doc
-            .attr(&div, "text")
-            .as_str()
-            .unwrap()
-            .contains("value=6 "),
+        div_text(&tab).contains("value=6 "),
         "the callback's output is redrawn"
     );
     tab.close().await;

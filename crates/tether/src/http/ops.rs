@@ -66,12 +66,16 @@ pub async fn forget(State(h): State<Http>, req: Request<Body>) -> Response<Body>
     redirect(&app.map_or(format!("{prefix}/"), |a| format!("{prefix}/{a}")))
 }
 
+/// The value of `name=` in a query, if it has one.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+}
+
 /// The served app a query's `app=NAME` names.
 fn app_in_query(h: &Http, query: Option<&str>) -> Option<String> {
-    query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|p| p.strip_prefix("app="))
+    query_param(query, "app")
         .and_then(|a| h.gw.app(a))
         .map(str::to_owned)
 }
@@ -107,12 +111,7 @@ pub async fn share(State(h): State<Http>, req: Request<Body>) -> Response<Body> 
         );
     };
     if req.method() == Method::DELETE {
-        let id = req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .find_map(|p| p.strip_prefix("id="))
+        let id = query_param(req.uri().query(), "id")
             .unwrap_or("")
             .to_owned();
         return match h.gw.states().delete_snapshot(&id, &user, &app).await {
