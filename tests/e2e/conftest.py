@@ -13,6 +13,7 @@ tether.log (the gateway's stderr at TETHER_LOG=tether=debug) and console.log.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -223,6 +224,19 @@ class Tether:
     def page_lines(self) -> list[str]:
         """The gateway's `page` log lines since the last start (reattach/restore flags)."""
         return [l for l in self.log_since_start().splitlines() if " page " in l or l.rstrip().endswith(" page")]
+
+
+@contextlib.contextmanager
+def serving(artifacts: Path, name: str, extra_args: list[str]):
+    """A gateway of its own, in a fresh working directory, logging to tether-NAME.log."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"tether-e2e-{name}-"))
+    server = Tether(workdir, artifacts / f"tether-{name}.log", extra_args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

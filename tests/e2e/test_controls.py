@@ -5,13 +5,11 @@ page" forgets the user's state and starts afresh. The app itself works as withou
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import Tether
+from conftest import serving
 from test_login import keep_on_loopback
 from test_catalog import (
     DEFAULT,
@@ -29,14 +27,10 @@ from test_catalog import (
 
 @pytest.fixture(scope="module")
 def controls_tether(artifacts):
-    workdir = Path(tempfile.mkdtemp(prefix="tether-e2e-controls-"))
     apps = Path(__file__).resolve().parents[1] / "apps"
     extra = [str(apps / "plain_bokeh.py"), str(apps / "template_app.py")]
-    server = Tether(workdir, artifacts / "tether-controls.log", ["--controls", *extra])
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with serving(artifacts, "controls", ["--controls", *extra]) as server:
+        yield server
 
 
 def test_13_controls_share_and_reset(new_context, controls_tether):

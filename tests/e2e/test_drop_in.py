@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Tether
+from conftest import Tether, serving
 from test_login import LOOPBACK
 from test_catalog import PICK_A, PICK_B, expect_plot, select_and_plot, shot, shown, wait_for_plot, wait_rendered
 
@@ -59,16 +59,9 @@ class Site:
 
 @pytest.fixture(scope="module")
 def sub_tether(artifacts):
-    workdir = Path(tempfile.mkdtemp(prefix="tether-e2e-sub-"))
-    server = Tether(
-        workdir,
-        artifacts / "tether-sub.log",
-        ["--prefix", PREFIX, "--allow-websocket-origin", f"127.0.0.1:{Site.embed_port}"],
-    )
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    args = ["--prefix", PREFIX, "--allow-websocket-origin", f"127.0.0.1:{Site.embed_port}"]
+    with serving(artifacts, "sub", args) as server:
+        yield server
 
 
 NGINX_CONF = """

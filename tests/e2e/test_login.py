@@ -8,14 +8,11 @@ saw and no cookie it holds carries it.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Tether
+from conftest import serving
 from test_catalog import (
     DEFAULT,
     PICK_A,
@@ -47,16 +44,9 @@ def keep_on_loopback(ctx, offsite: list):
 
 @pytest.fixture(scope="module")
 def auth_tether(artifacts):
-    workdir = Path(tempfile.mkdtemp(prefix="tether-e2e-auth-"))
-    server = Tether(
-        workdir,
-        artifacts / "tether-auth.log",
-        ["--", "--basic-auth", PASSWORD, "--cookie-secret", "e2e-cookie-secret-e2e-cookie-secret"],
-    )
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    args = ["--", "--basic-auth", PASSWORD, "--cookie-secret", "e2e-cookie-secret-e2e-cookie-secret"]
+    with serving(artifacts, "auth", args) as server:
+        yield server
 
 
 def test_09_login_keeps_the_session_id_out_of_urls_and_cookies(new_context, auth_tether):
