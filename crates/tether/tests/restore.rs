@@ -426,6 +426,77 @@ async fn an_edited_app_restores_what_still_fits() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn widgets_are_found_by_name_after_an_edit_inserts_removes_and_renames() {
+    let dir = tempdir();
+    let script = dir.path().join("edited.py");
+    let widgets = |first: &str, select: &str, ratio: &str| {
+        format!(
+            "import panel as pn\npn.Column({first}pn.Card(pn.widgets.Checkbox(name='c'), \
+             title='Options'), pn.widgets.IntSlider(name='a', end=10), pn.widgets.TextInput(name='t'), \
+             {select}pn.widgets.FloatSlider(name='{ratio}')).servable()\n"
+        )
+    };
+    let select = "pn.widgets.Select(name='s', options=['x','y']), ";
+    std::fs::write(&script, widgets("", select, "ratio")).unwrap();
+    let mut tether = Tether::start(dir.path(), std::slice::from_ref(&script), &[]);
+    let mut b = Browser::new();
+    let mut tab = b.open(&tether.base, "edited").await;
+    let d = &tab.doc;
+    let ids = [
+        d.id_of("Slider", "title", "a"),
+        d.id_of("TextInput", "title", "t"),
+        d.id_of("CustomSelect", "title", "s"),
+        d.id_of("Slider", "title", "ratio"),
+        d.id_of("Checkbox", "label", "c"),
+    ];
+    tab.set(&ids[0], "value", json!(8)).await;
+    tab.set(&ids[1], "value", json!("kept")).await;
+    tab.set(&ids[2], "value", json!("y")).await;
+    tab.set(&ids[3], "value", json!(0.5)).await;
+    tab.set(&ids[4], "active", json!(true)).await;
+    tab.close().await;
+    tether.stop();
+    // A widget inserted above all the others, the Select removed, the FloatSlider renamed.
+    let inserted = "pn.widgets.IntSlider(name='inserted', value=3, end=10), ";
+    std::fs::write(&script, widgets(inserted, "", "share")).unwrap();
+    tether.start_again();
+    let tab = b.open(&tether.base, "edited").await;
+    let d = &tab.doc;
+    let v = |t: &str, k: &str, n: &str, a: &str| d.attr(&d.id_of(t, k, n), a);
+    assert_eq!(
+        v("Slider", "title", "a", "value"),
+        json!(8),
+        "moved down by one"
+    );
+    assert_eq!(v("TextInput", "title", "t", "value"), json!("kept"));
+    // Inside a Card that moved too: found by its own name within the Card's.
+    assert_eq!(v("Checkbox", "label", "c", "active"), json!(true));
+    assert_eq!(
+        v("Slider", "title", "inserted", "value"),
+        json!(3),
+        "untouched"
+    );
+    assert_eq!(
+        v("Slider", "title", "share", "value"),
+        json!(0.0),
+        "a renamed widget is not guessed at"
+    );
+    assert!(d.of_type("CustomSelect").is_empty());
+    assert!(
+        tether.wait_log("renamed:1", Duration::from_secs(5)),
+        "{}",
+        tether.stderr()
+    );
+    let line = tether
+        .stderr()
+        .lines()
+        .rfind(|l| l.contains("restored session"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(line.contains("skipped=2"), "{line}");
+}
+
 #[test]
 fn a_corrupt_state_file_is_a_clear_error() {
     let dir = tempdir();

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use super::anchor::{push_pair, Names};
 use super::event::{parse_patch, Event};
 use super::walk::{escape_segment, members, ref_id, Def, Edge, Walk};
 use super::ProtocolError;
@@ -46,6 +47,8 @@ struct Node {
     type_name: Arc<str>,
     /// Per attribute (sorted), the references its value holds, in value order.
     attrs: BTreeMap<String, Vec<Edge>>,
+    /// What names it for a person, for anchors; `None` for most models.
+    names: Option<Box<Names>>,
 }
 
 /// The path index, derived from nodes and roots.
@@ -189,6 +192,33 @@ impl Graph {
         self.nodes.get(id).map(|n| &*n.type_name)
     }
 
+    /// The anchor of the model at `path` (see [`super::anchor`]): `None` when neither it
+    /// nor any model above it has a name.
+    pub fn anchor_at(&mut self, path: &str) -> Option<String> {
+        self.reindex();
+        let index = self.index.as_ref()?;
+        anchor(&self.nodes, index, path)
+    }
+
+    /// The one reachable model of this type whose anchor is `anchor`; `None` when there is
+    /// none, or more than one.
+    pub fn find_anchor(&mut self, type_name: &str, anchor_text: &str) -> Option<ModelAt> {
+        self.reindex();
+        let index = self.index.as_ref()?;
+        let mut found = index.path_of.iter().filter(|(id, path)| {
+            self.nodes
+                .get(*id)
+                .is_some_and(|n| *n.type_name == *type_name)
+                && anchor(&self.nodes, index, path).as_deref() == Some(anchor_text)
+        });
+        let (id, path) = found.next()?;
+        if found.next().is_some() {
+            return None;
+        }
+        let (id, path) = (id.clone(), path.clone());
+        self.model_at(id, path)
+    }
+
     /// Models and references visited by path recomputations over the graph's life.
     pub fn reindex_work(&self) -> u64 {
         self.work
@@ -216,9 +246,12 @@ impl Graph {
         attr: &str,
         new: &RawValue,
     ) -> Result<(), ProtocolError> {
-        let Some(node) = self.nodes.get(model) else {
+        let Some(node) = self.nodes.get_mut(model) else {
             return Ok(());
         };
+        if Names::names_attribute(attr) {
+            node.names = Names::changed(node.names.take(), attr, new);
+        }
         let had_edges = node.attrs.contains_key(attr);
         if !had_edges && !new.get().contains('{') {
             return Ok(()); // the common case: a scalar change, no references before or after
@@ -261,8 +294,11 @@ impl Graph {
     fn define_all<'a>(&mut self, mut work: Vec<Def<'a>>) -> Result<(), ProtocolError> {
         while let Some(def) = work.pop() {
             let mut attrs = BTreeMap::new();
+            let mut names = None;
             if let Some(raw) = def.attributes {
-                for (name, value) in members(raw)? {
+                let members = members(raw)?;
+                names = Names::of_attributes(&members);
+                for (name, value) in members {
                     let mut walk = Walk::default();
                     walk.value(value, &mut String::new(), def.depth + 1)?;
                     work.append(&mut walk.defs);
@@ -273,7 +309,14 @@ impl Graph {
             }
             let id = self.intern(&def.id);
             let type_name = Arc::from(def.type_name);
-            self.nodes.insert(id, Node { type_name, attrs });
+            self.nodes.insert(
+                id,
+                Node {
+                    type_name,
+                    attrs,
+                    names,
+                },
+            );
         }
         Ok(())
     }
@@ -332,6 +375,69 @@ impl Graph {
         }
         self.index.get_or_insert_with(Index::default)
     }
+}
+
+/// The anchor of the model at `path`, from an up-to-date index.
+fn anchor(nodes: &HashMap<Arc<str>, Node>, index: &Index, path: &str) -> Option<String> {
+    let node = nodes.get(index.id_at.get(path)?)?;
+    let own = label(nodes, index, node, path);
+    // The nearest ancestor with a name: the longest prefix of the path that is a model's.
+    let mut above = path;
+    let named = loop {
+        let Some((prefix, _)) = above.rsplit_once('/') else {
+            break None;
+        };
+        above = prefix;
+        let named = index
+            .id_at
+            .get(above)
+            .and_then(|id| nodes.get(id))
+            .is_some_and(|n| label(nodes, index, n, above).is_some());
+        if named {
+            break Some(above);
+        }
+    };
+    let mut out = String::from(&*node.type_name);
+    match (own, named) {
+        (Some(own), _) => {
+            out.push('[');
+            out.push_str(&own);
+            out.push(']');
+        }
+        (None, Some(ancestor)) => {
+            out.push('@');
+            out.push_str(&path[ancestor.len() + 1..]);
+        }
+        (None, None) => return None,
+    }
+    if let Some(ancestor) = named.and_then(|p| anchor(nodes, index, p)) {
+        out.push_str(" in ");
+        out.push_str(&ancestor);
+    }
+    Some(out)
+}
+
+/// A model's own names as an anchor lists them; a Panel Card is named by its header's title.
+fn label(
+    nodes: &HashMap<Arc<str>, Node>,
+    index: &Index,
+    node: &Node,
+    path: &str,
+) -> Option<String> {
+    let mut own = node.names.as_ref().and_then(|n| n.label());
+    if node.type_name.ends_with("layout.Card") {
+        let title = format!("{path}/children/0/children/0");
+        let text = index
+            .id_at
+            .get(title.as_str())
+            .and_then(|id| nodes.get(id))
+            .and_then(|n| n.names.as_ref())
+            .and_then(|n| n.title_text());
+        if let Some(text) = text {
+            push_pair(own.get_or_insert_with(String::new), "header", text);
+        }
+    }
+    own
 }
 
 #[cfg(test)]

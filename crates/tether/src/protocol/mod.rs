@@ -4,6 +4,7 @@
 //! Everything here works on bytes already read from a websocket and never panics on
 //! what a peer sends: malformed input is a [`ProtocolError`].
 
+mod anchor;
 pub mod event;
 pub mod frame;
 pub mod graph;

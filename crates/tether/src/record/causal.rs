@@ -140,6 +140,7 @@ mod tests {
         Entry::Change {
             path: path.into(),
             type_name: "Select".into(),
+            anchor: None,
             attr: "value".into(),
             value,
         }

@@ -7,6 +7,7 @@ fn change(path: &str, attr: &str, value: serde_json::Value) -> Entry {
     Entry::Change {
         path: path.into(),
         type_name: "Slider".into(),
+        anchor: None,
         attr: attr.into(),
         value,
     }
@@ -17,6 +18,7 @@ fn click(path: &str) -> Entry {
         name: "button_click".into(),
         path: Some(path.into()),
         type_name: Some("panel.models.widgets.Button".into()),
+        anchor: None,
         values: json!({"type": "map", "entries": [["model", {"$path": path, "$type": "panel.models.widgets.Button"}]]}),
     }
 }

@@ -16,7 +16,7 @@ use crate::protocol::{Graph, ProtocolError};
 
 pub use log::{Log, LogError, LogLimits, Step};
 pub use policy::{Policy, PolicyError, DEFAULT_MAX_VALUE_BYTES};
-pub use replay::{step_event, step_message, step_patch};
+pub use replay::{locate, relocate, step_event, step_message, step_patch, Moves};
 pub use translate::{Skip, SkipReason, PATH_KEY, TYPE_KEY};
 
 use translate::{ids_to_paths, Unrecordable};
@@ -34,6 +34,10 @@ pub enum Entry {
         path: String,
         /// Its type name, checked before replaying into another session.
         type_name: String,
+        /// What names it for a person, to find it again when an edit of the app moved it
+        /// (see [`Graph::anchor_at`]); absent when nothing names it, and in older logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        anchor: Option<String>,
         /// The attribute.
         attr: String,
         /// The new value in Bokeh's serialised form.
@@ -49,6 +53,9 @@ pub enum Entry {
         /// Its type name, for model events.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         type_name: Option<String>,
+        /// What names the model, for model events (as for a change).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        anchor: Option<String>,
         /// The event's serialised values (a `map`), including the `model` entry.
         values: Value,
     },
@@ -120,6 +127,7 @@ fn entry_for(
                 return Ok(None);
             };
             Ok(Some(Entry::Change {
+                anchor: graph.anchor_at(&at.path),
                 path: at.path.to_string(),
                 type_name: at.type_name.to_string(),
                 attr: attr.clone(),
@@ -150,6 +158,7 @@ fn entry_for(
             };
             Ok(Some(Entry::Event {
                 name: event.name,
+                anchor: origin.as_ref().and_then(|o| graph.anchor_at(&o.path)),
                 path: origin.as_ref().map(|o| o.path.to_string()),
                 type_name: origin.map(|o| o.type_name.to_string()),
                 values,

@@ -32,9 +32,18 @@ fn change(path: &str, type_name: &str, attr: &str, value: serde_json::Value) -> 
     Entry::Change {
         path: path.into(),
         type_name: type_name.into(),
+        anchor: None,
         attr: attr.into(),
         value,
     }
+}
+
+/// `entry` with the anchor `a`.
+fn anchored(mut entry: Entry, a: &str) -> Entry {
+    match &mut entry {
+        Entry::Change { anchor, .. } | Entry::Event { anchor, .. } => *anchor = Some(a.into()),
+    }
+    entry
 }
 
 #[test]
@@ -48,36 +57,53 @@ fn records_user_choices_by_path_and_skips_browser_facts_and_passwords() {
             "indices",
             json!([1, 3]),
         ),
-        change("r0/children/2", "Slider", "value", json!(7)),
-        change("r0/children/2", "Slider", "value_throttled", json!(7)),
-        change(
-            "r0/children/3",
-            "panel.models.widgets.TextInput",
-            "value_input",
-            json!("hi"),
+        anchored(
+            change("r0/children/2", "Slider", "value", json!(7)),
+            r#"Slider[title="n"]"#,
         ),
-        change(
-            "r0/children/3",
-            "panel.models.widgets.TextInput",
-            "value",
-            json!("hi"),
+        anchored(
+            change("r0/children/2", "Slider", "value_throttled", json!(7)),
+            r#"Slider[title="n"]"#,
         ),
-        change(
-            "r0/children/5",
-            "panel.models.widgets.CustomSelect",
-            "value",
-            json!("b"),
+        anchored(
+            change(
+                "r0/children/3",
+                "panel.models.widgets.TextInput",
+                "value_input",
+                json!("hi"),
+            ),
+            r#"panel.models.widgets.TextInput[title="text"]"#,
+        ),
+        anchored(
+            change(
+                "r0/children/3",
+                "panel.models.widgets.TextInput",
+                "value",
+                json!("hi"),
+            ),
+            r#"panel.models.widgets.TextInput[title="text"]"#,
+        ),
+        anchored(
+            change(
+                "r0/children/5",
+                "panel.models.widgets.CustomSelect",
+                "value",
+                json!("b"),
+            ),
+            r#"panel.models.widgets.CustomSelect[title="sel"]"#,
         ),
         Entry::Event {
             name: "button_click".into(),
             path: Some("r0/children/1".into()),
             type_name: Some(button.into()),
+            anchor: Some(format!(r#"{button}[label="Plot",css_classes="solid"]"#)),
             values: json!({"type": "map", "entries": [["model", {"$path": "r0/children/1", "$type": button}]]}),
         },
         Entry::Event {
             name: "menu_item_click".into(),
             path: Some("r0/children/6".into()),
             type_name: Some("Dropdown".into()),
+            anchor: Some(r#"Dropdown[label="Menu",css_classes="solid"]"#.into()),
             values: json!({"type": "map", "entries": [
                 ["model", {"$path": "r0/children/6", "$type": "Dropdown"}], ["item", "two"]]}),
         },
@@ -151,7 +177,7 @@ fn entries_have_a_stable_json_form() {
     );
     assert_eq!(
         serde_json::to_string(&all[6]).unwrap(),
-        r#"{"kind":"event","name":"button_click","path":"r0/children/1","type_name":"panel.models.widgets.Button","values":{"entries":[["model",{"$path":"r0/children/1","$type":"panel.models.widgets.Button"}]],"type":"map"}}"#
+        r#"{"kind":"event","name":"button_click","path":"r0/children/1","type_name":"panel.models.widgets.Button","anchor":"panel.models.widgets.Button[label=\"Plot\",css_classes=\"solid\"]","values":{"entries":[["model",{"$path":"r0/children/1","$type":"panel.models.widgets.Button"}]],"type":"map"}}"#
     );
     let back: Vec<Entry> = serde_json::from_str(&serde_json::to_string(&all).unwrap()).unwrap();
     assert_eq!(back, all);
@@ -164,12 +190,15 @@ fn references_in_values_are_recorded_by_path_and_resolved_back() {
     let entries = record(&mut g1, content.as_bytes(), &Policy::default()).unwrap();
     assert_eq!(
         entries,
-        vec![change(
-            "r0/children/6",
-            "Dropdown",
-            "tags",
-            json!([{"$path": "r0/children/2", "$type": "Slider"},
+        vec![anchored(
+            change(
+                "r0/children/6",
+                "Dropdown",
+                "tags",
+                json!([{"$path": "r0/children/2", "$type": "Slider"},
                    {"type": "map", "entries": [["k", {"$path": "r0/children/0/source/selected", "$type": "Selection"}]]}])
+            ),
+            r#"Dropdown[label="Menu",css_classes="solid"]"#
         )]
     );
     let mut g2 = Graph::from_pull_reply(S2_PULL.as_bytes()).unwrap();
@@ -235,6 +264,7 @@ fn unresolvable_entries_are_skipped_with_a_reason() {
         name: "tap".into(),
         path: Some("r0/children/7/children/0".into()),
         type_name: Some("Figure".into()),
+        anchor: None,
         values: json!({"type": "map"}),
     };
     assert!(matches!(

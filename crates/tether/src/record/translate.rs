@@ -33,6 +33,15 @@ pub enum Skip {
         /// The type name found now.
         found: String,
     },
+    /// A model of the type sits at the path, but named otherwise, and no model has the
+    /// recorded name (it was renamed, or removed and another took its place).
+    #[error("model at {path} is not {anchor}, and no model is")]
+    Renamed {
+        /// The recorded path.
+        path: String,
+        /// The recorded anchor.
+        anchor: String,
+    },
     /// A model referenced inside the value has no counterpart in this session.
     #[error("value refers to {path}, which is not in this document")]
     RefUnresolved {
@@ -47,6 +56,7 @@ impl Skip {
         match self {
             Skip::PathUnresolved { .. } => SkipReason::NoModel,
             Skip::TypeDiffers { .. } => SkipReason::TypeDiffers,
+            Skip::Renamed { .. } => SkipReason::Renamed,
             Skip::RefUnresolved { .. } => SkipReason::RefUnresolved,
         }
     }
@@ -62,6 +72,8 @@ pub enum SkipReason {
     TypeDiffers,
     /// A model its value refers to is not in the document.
     RefUnresolved,
+    /// A model of its type at its path is named otherwise, and none has its name.
+    Renamed,
     /// The worker answered ERROR.
     Refused,
     /// Its target was replaced after the step was applied, by nothing the recording foresaw.
@@ -70,10 +82,11 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [SkipReason; 5] = [
+    pub const ALL: [SkipReason; 6] = [
         SkipReason::NoModel,
         SkipReason::TypeDiffers,
         SkipReason::RefUnresolved,
+        SkipReason::Renamed,
         SkipReason::Refused,
         SkipReason::Replaced,
     ];
@@ -84,6 +97,7 @@ impl SkipReason {
             SkipReason::NoModel => "no_model",
             SkipReason::TypeDiffers => "type_differs",
             SkipReason::RefUnresolved => "ref_unresolved",
+            SkipReason::Renamed => "renamed",
             SkipReason::Refused => "refused",
             SkipReason::Replaced => "replaced",
         }

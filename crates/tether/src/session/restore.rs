@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use super::wire::{FromWorker, WorkerStream, OWN_MSGID_PREFIX};
 use crate::protocol::{patch_of, Graph, Message, ProtocolError};
-use crate::record::{causal, step_event, Entry, Skip, SkipReason, Step};
+use crate::record::{causal, relocate, step_event, Entry, Moves, Skip, SkipReason, Step};
 
 /// Panel applies a browser's widget change in a timer 50 ms after the worker applied it;
 /// waited from the change's `OK`, with a margin.
@@ -116,6 +116,8 @@ struct Applied {
     index: usize,
     /// The recorded path.
     path: String,
+    /// Where it was found in this session.
+    now: Arc<str>,
     /// The model it was sent to.
     id: Arc<str>,
 }
@@ -152,6 +154,8 @@ pub struct Replayer<'a, U> {
     resend: Vec<usize>,
     /// Changes applied so far.
     applied: Vec<Applied>,
+    /// Recorded paths found elsewhere in this session (the app was edited).
+    moves: Moves,
     /// When waiting for the worker stops. Checked only at points where no message is half
     /// sent, so the worker never sees a torn message.
     deadline: Instant,
@@ -175,6 +179,7 @@ where
             batch: Vec::new(),
             resend: Vec::new(),
             applied: Vec::new(),
+            moves: Moves::new(),
             deadline,
             outcome: Outcome::default(),
         }
@@ -227,8 +232,10 @@ where
                         self.for_browser.append(&mut frames);
                     }
                     if !touched.is_empty() {
+                        let moves = &self.moves;
                         for f in &mut self.flight {
-                            f.unseen.retain(|e| !touched.iter().any(|t| seen(e, t)));
+                            f.unseen
+                                .retain(|e| !touched.iter().any(|t| seen(&moves.forward(e), t)));
                         }
                     }
                     return Ok(msg);
@@ -400,11 +407,8 @@ where
     /// The step's event in this session's ids, applied to the graph as the browser would
     /// (our own change is not echoed back); `None` (counted) when it cannot be resolved.
     fn resolve(&mut self, index: usize, entry: &Entry) -> Option<String> {
-        match self.translate(entry) {
-            Ok(event) => {
-                self.note_applied(index, entry);
-                Some(event)
-            }
+        match self.translate(index, entry) {
+            Ok(event) => Some(event),
             Err(skip) => {
                 tracing::debug!(%skip, "replay step skipped");
                 self.outcome.skip(skip.reason());
@@ -413,26 +417,39 @@ where
         }
     }
 
-    fn translate(&mut self, entry: &Entry) -> Result<String, Skip> {
+    /// The step's event in this session's ids, its target found by path or anchor, applied to
+    /// the graph and counted as applied.
+    fn translate(&mut self, index: usize, entry: &Entry) -> Result<String, Skip> {
         let graph = self.stream.graph_mut().expect("pulled before replay");
-        let event = step_event(graph, entry)?;
+        let here = relocate(graph, &mut self.moves, entry)?;
+        let event = step_event(graph, &here)?;
         if let Err(e) = graph.apply_patch(patch_of(std::slice::from_ref(&event)).as_bytes()) {
             tracing::debug!(error = %e, "replay step not understood by the graph");
+        }
+        self.outcome.applied += 1;
+        if let (Entry::Change { path, .. }, Entry::Change { path: now, .. }) = (entry, &*here) {
+            if let Some(at) = graph.id_at(now) {
+                self.applied.push(Applied {
+                    index,
+                    path: path.clone(),
+                    now: at.path,
+                    id: at.id,
+                });
+            }
         }
         Ok(event)
     }
 
-    fn note_applied(&mut self, index: usize, entry: &Entry) {
-        self.outcome.applied += 1;
-        if let Entry::Change { path, .. } = entry {
-            let graph = self.stream.graph_mut().expect("pulled before replay");
-            if let Some(at) = graph.id_at(path) {
-                self.applied.push(Applied {
-                    index,
-                    path: path.clone(),
-                    id: at.id,
-                });
-            }
+    /// Finds, before the replay, where the recorded targets that exist already are now, so
+    /// effects recorded at moved paths are recognised when they come back.
+    fn find_moves(&mut self, steps: &[Step]) {
+        let graph = self.stream.graph_mut().expect("pulled before replay");
+        for step in steps {
+            // Steps that do not resolve yet are tried again when they are replayed.
+            let _ = relocate(graph, &mut self.moves, &step.entry);
+        }
+        if !self.moves.is_empty() {
+            tracing::debug!(moves = ?self.moves, "recorded widgets found at new places");
         }
     }
 
@@ -455,19 +472,17 @@ where
         // the barrier lets what they scheduled finish first.
         self.request("PATCH-DOC", DOCUMENT_READY).await?;
         self.barrier().await?;
+        self.find_moves(steps);
         for (index, step) in steps.iter().enumerate() {
             let entry = &step.entry;
             if let Some(reach_python) = self.must_wait(entry) {
                 self.settle(steps, reach_python).await?;
             }
-            let event = match self.translate(entry) {
-                Ok(event) => {
-                    self.note_applied(index, entry);
-                    event
-                }
-                Err(Skip::PathUnresolved { .. } | Skip::RefUnresolved { .. })
-                    if !self.flight.is_empty() =>
-                {
+            let event = match self.translate(index, entry) {
+                Ok(event) => event,
+                Err(
+                    Skip::PathUnresolved { .. } | Skip::RefUnresolved { .. } | Skip::Renamed { .. },
+                ) if !self.flight.is_empty() => {
                     // Perhaps a step in flight creates it (a plot drawn by a click): let them
                     // take effect, then try once more.
                     self.settle(steps, true).await?;
@@ -513,7 +528,7 @@ where
         let applied = std::mem::take(&mut self.applied);
         let graph = self.stream.graph_mut().expect("pulled before replay");
         for a in applied {
-            if graph.id_at(&a.path).is_some_and(|now| now.id == a.id) {
+            if graph.id_at(&a.now).is_some_and(|now| now.id == a.id) {
                 continue;
             }
             let foreseen = steps[a.index + 1..].iter().any(|s| {

@@ -163,6 +163,7 @@ fn change(path: &str, type_name: &str, value: serde_json::Value, effects: &[&str
         entry: Entry::Change {
             path: path.into(),
             type_name: type_name.into(),
+            anchor: None,
             attr: "value".into(),
             value,
         },
@@ -176,6 +177,7 @@ fn click(path: &str) -> Step {
             name: "button_click".into(),
             path: Some(path.into()),
             type_name: Some("Button".into()),
+            anchor: None,
             values: serde_json::json!({"type": "map", "entries": [["model", {"$path": path, "$type": "Button"}]]}),
         },
         effects: Some(Vec::new()),
