@@ -50,6 +50,8 @@ pub mod defaults {
     pub const IDLE_TIMEOUT: &str = "2m";
     /// How long open connections may finish after SIGTERM.
     pub const SHUTDOWN_GRACE: &str = "5s";
+    /// How long, after a reload, tabs connected to the old workers keep them.
+    pub const DRAIN_TIMEOUT: &str = "10m";
 }
 
 /// A default duration; every one of them parses (a unit test checks).
@@ -91,6 +93,14 @@ pub struct Config {
     pub replay_timeout: Duration,
     /// How long open connections may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// After a reload (`SIGHUP`, `tether reload`), how long tabs connected to the old workers
+    /// keep them before they are moved (their page reloads onto the new version).
+    pub drain_timeout: Duration,
+    /// `--dev`: reload on every change of the app files, moving every tab at once, and show
+    /// a failed start in the pages.
+    pub dev: bool,
+    /// The local control socket (mode 0600) `tether reload` talks to; `None`: none.
+    pub control_socket: Option<PathBuf>,
     /// Bounds that keep one client from holding or exhausting the gateway.
     pub limits: Limits,
     /// Extra recording exclusions, in `record::Policy` text form.
@@ -136,6 +146,9 @@ impl Config {
             worker_start_timeout: duration(defaults::STARTUP_TIMEOUT),
             replay_timeout: duration(defaults::REPLAY_TIMEOUT),
             shutdown_grace: duration(defaults::SHUTDOWN_GRACE),
+            drain_timeout: duration(defaults::DRAIN_TIMEOUT),
+            dev: false,
+            control_socket: None,
             limits: Limits::default(),
             exclude: None,
             allowed_hosts: default_hosts(&std::net::Ipv4Addr::LOCALHOST.into()),
@@ -333,6 +346,7 @@ mod tests {
             defaults::HANDSHAKE_TIMEOUT,
             defaults::IDLE_TIMEOUT,
             defaults::SHUTDOWN_GRACE,
+            defaults::DRAIN_TIMEOUT,
         ] {
             assert!(humantime::parse_duration(text).is_ok(), "{text}");
         }

@@ -15,7 +15,7 @@ use crate::metrics::{Gauges, Metrics, WorkerGauge};
 use crate::session::budget::Budget;
 use crate::session::registry::{Context, Generations, Registry};
 use crate::state::States;
-use crate::workers::{Endpoint, Versions, Workers};
+use crate::workers::{Endpoint, Lease, Reloader, Target, Versions, Workers};
 
 /// Shared by every request.
 pub struct Gateway {
@@ -39,6 +39,8 @@ pub struct Gateway {
     versions: Versions,
     /// Bytes of unfinished browser messages, over all websockets.
     budget: Arc<Budget>,
+    /// Starts new generations of the workers; set once at start-up.
+    reloader: std::sync::OnceLock<Arc<Reloader>>,
 }
 
 impl Generations for Workers {
@@ -69,7 +71,18 @@ impl Gateway {
             session_refusals: LogThrottle::default(),
             versions,
             budget,
+            reloader: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the gateway what reloads the workers (once, at start-up).
+    pub fn set_reloader(&self, reloader: Arc<Reloader>) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// What reloads the workers, once set.
+    pub fn reloader(&self) -> Option<&Arc<Reloader>> {
+        self.reloader.get()
     }
 
     /// The bound on unfinished browser messages, shared by every websocket.
@@ -116,9 +129,14 @@ impl Gateway {
         self.workers.endpoint(worker)
     }
 
-    /// The socket worker slot `worker` listens on.
-    pub fn socket(&self, worker: usize) -> std::path::PathBuf {
-        self.workers.socket(worker)
+    /// The process worker slot `worker` runs now.
+    pub fn target(&self, worker: usize) -> Target {
+        self.workers.target(worker)
+    }
+
+    /// A hold on the process worker slot `worker` runs now, for a websocket to it.
+    pub fn lease(&self, worker: usize) -> Option<Lease> {
+        self.workers.lease(worker)
     }
 
     /// The private directory of the workers' sockets.
@@ -170,10 +188,13 @@ impl Gateway {
         let workers = (0..self.workers.len())
             .map(|w| {
                 let e = self.endpoint(w);
+                let processes = self.workers.processes(w);
                 WorkerGauge {
                     up: e.up,
                     sessions: load[w],
-                    restarts: e.generation.saturating_sub(1),
+                    restarts: processes.map_or(0, |p| p.restarts()),
+                    generation: e.generation,
+                    draining: processes.map_or(0, |p| p.draining()),
                 }
             })
             .collect();
@@ -183,6 +204,7 @@ impl Gateway {
             store_failing: self.states.refusing_writes(),
             buffered_bytes: self.budget.used(),
             workers,
+            reloads: self.reloader().map_or((0, 0), |r| r.counts()),
         }
     }
 }

@@ -25,7 +25,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve Panel or Bokeh apps through the gateway, like `panel serve`.
-    Serve(Serve),
+    Serve(Box<Serve>),
+    /// Roll a running gateway onto the app files as they are now (as SIGHUP does): new pages
+    /// get new workers, open tabs keep the old ones until they close or --drain-timeout.
+    Reload(Reload),
+}
+
+#[derive(Args)]
+struct Reload {
+    /// The port the gateway serves on.
+    #[arg(long, default_value_t = defaults::PORT)]
+    port: u16,
+    /// The gateway's control socket [default: the one `tether serve` makes for that port].
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -105,6 +118,18 @@ struct Serve {
     /// How long open connections may finish after SIGTERM.
     #[arg(long, default_value = defaults::SHUTDOWN_GRACE, value_parser = duration)]
     shutdown_grace: Duration,
+    /// Reload on every save of an app file: each open page reloads itself onto the new code
+    /// with its state restored, and a failed start is shown in the page.
+    #[arg(long)]
+    dev: bool,
+    /// After a reload (SIGHUP, `tether reload`), how long open tabs keep the old workers
+    /// before their page is reloaded onto the new ones.
+    #[arg(long, default_value = defaults::DRAIN_TIMEOUT, value_parser = duration)]
+    drain_timeout: Duration,
+    /// The local control socket `tether reload` talks to (mode 0600) [default: control-PORT.sock
+    /// in $XDG_RUNTIME_DIR/tether, else in a private directory under the temporary directory].
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
     /// More things never to record, e.g. "field:TextInput.value,model:MyWidget,event:tap".
     #[arg(long)]
     exclude: Option<String>,
@@ -177,9 +202,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(match cli.command {
-        Command::Serve(s) => s,
-    })) {
+    let run = async {
+        match cli.command {
+            Command::Serve(s) => serve(*s).await,
+            Command::Reload(r) => reload(r).await,
+        }
+    };
+    match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One sentence first; causes after it for whoever needs them.
@@ -261,6 +290,12 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.replay_timeout = s.replay_timeout;
     config.exclude = s.exclude;
     config.shutdown_grace = s.shutdown_grace;
+    config.dev = s.dev;
+    config.drain_timeout = s.drain_timeout;
+    config.control_socket = Some(
+        s.control_socket
+            .unwrap_or_else(|| default_control_socket(bound.port())),
+    );
     config.prefix = s.prefix;
     let prefix = config.prefix.clone();
     config.tls = match (s.ssl_certfile, s.ssl_keyfile) {
@@ -302,6 +337,47 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     };
     tether::serve::run(listener, config, announce, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Where `tether serve` on `port` listens for `tether reload`, when not told.
+fn default_control_socket(port: u16) -> PathBuf {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(run) => PathBuf::from(run).join("tether"),
+        None => {
+            // Our own uid: the owner of our /proc entry.
+            use std::os::unix::fs::MetadataExt;
+            let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+            std::env::temp_dir().join(format!("tether-{uid}"))
+        }
+    };
+    dir.join(format!("control-{port}.sock"))
+}
+
+/// `tether reload`: asks the gateway on the control socket for a rolling reload and says how
+/// it went.
+async fn reload(r: Reload) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = r
+        .control_socket
+        .unwrap_or_else(|| default_control_socket(r.port));
+    let mut stream = tokio::net::UnixStream::connect(&path).await.with_context(|| {
+        format!(
+            "no tether serve answers on {} (port {}); start one, or pass the --port or --control-socket it uses",
+            path.display(),
+            r.port
+        )
+    })?;
+    stream.write_all(b"reload\n").await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    match answer.trim().strip_prefix("error: ") {
+        None if answer.trim() == "ok" => {
+            println!("tether: reloaded; new pages get the new version");
+            Ok(())
+        }
+        Some(sentence) => anyhow::bail!("{sentence}"),
+        None => anyhow::bail!("the gateway gave no answer; see its log"),
+    }
 }
 
 /// A file-size limit (`ulimit -f`) must make a state write fail, not kill the gateway: the

@@ -48,6 +48,9 @@ pub struct Gauges {
     pub buffered_bytes: usize,
     /// One per worker slot, in slot order.
     pub workers: Vec<WorkerGauge>,
+    /// Reloads (`SIGHUP`, `tether reload`, `--dev`) that started the new version, and those
+    /// that did not.
+    pub reloads: (u64, u64),
 }
 
 /// What `/.tether/metrics` shows of one worker slot.
@@ -59,6 +62,10 @@ pub struct WorkerGauge {
     pub sessions: usize,
     /// Times it was restarted after it exited.
     pub restarts: u64,
+    /// The generation of its current process: bumped by every restart and reload.
+    pub generation: u64,
+    /// Old processes still running until their tabs close or move.
+    pub draining: usize,
 }
 
 /// Writes metric families in the text format: `# HELP`, `# TYPE`, then the samples.
@@ -311,5 +318,33 @@ fn render_workers(gauges: &Gauges, m: &mut Exposition) {
             .iter()
             .enumerate()
             .map(|(w, g)| (label(w), g.restarts)),
+    );
+    m.family(
+        "worker_generation",
+        "gauge",
+        "Generation of each worker's current process, bumped by every restart and reload.",
+        workers
+            .iter()
+            .enumerate()
+            .map(|(w, g)| (label(w), g.generation)),
+    );
+    m.family(
+        "worker_draining",
+        "gauge",
+        "Old processes of each worker still serving their connected tabs after a reload.",
+        workers
+            .iter()
+            .enumerate()
+            .map(|(w, g)| (label(w), g.draining)),
+    );
+    let (ok, refused) = gauges.reloads;
+    m.family(
+        "reloads_total",
+        "counter",
+        "Reloads of the app by result: ok started the new version, failed kept the old one.",
+        [
+            ("result=\"ok\"".to_owned(), ok),
+            ("result=\"failed\"".to_owned(), refused),
+        ],
     );
 }

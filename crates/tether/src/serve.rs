@@ -17,7 +17,7 @@ use crate::auth::{Secret, SecretError};
 use crate::config::Config;
 use crate::gateway::{ConnectionPermit, Gateway, LogThrottle};
 use crate::state::{StateError, States};
-use crate::workers::{self, WorkerError, WorkerSpec, Workers};
+use crate::workers::{self, Reloader, WorkerError, WorkerSpec, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -33,6 +33,119 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("the gateway's listener failed; check the address and port")]
     Io(#[source] std::io::Error),
+    #[error("cannot make the control socket {path}; pass --control-socket with a writable path")]
+    Control {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `SIGHUP`: a rolling reload of the app, as `tether reload` asks for.
+async fn reload_on_hangup(reloader: Arc<Reloader>, drain: std::time::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; use tether reload");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        // A failure is logged by the reloader; the old workers keep serving.
+        let _ = reloader.reload(drain).await;
+    }
+}
+
+/// The local socket (mode 0600, in a directory of mode 0700) on which `tether reload` asks a
+/// running gateway for a rolling reload; removed when the gateway ends.
+struct ControlSocket {
+    path: PathBuf,
+    /// Until [`ControlSocket::serve`] takes it.
+    listener: Option<tokio::net::UnixListener>,
+}
+
+/// Longest a control client may take to send its command.
+const CONTROL_READ: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ControlSocket {
+    fn bind(path: &Path) -> Result<ControlSocket, ServeError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let fail = |source| ServeError::Control {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(fail)?;
+            }
+            // In a directory another user owns, they could put their own socket in its place.
+            use std::os::unix::fs::MetadataExt;
+            let ours = std::fs::metadata("/proc/self").map(|m| m.uid());
+            let owner = std::fs::metadata(dir).map(|m| m.uid());
+            if let (Ok(ours), Ok(owner)) = (ours, owner) {
+                if ours != owner {
+                    return Err(fail(std::io::Error::other(format!(
+                        "{} belongs to another user",
+                        dir.display()
+                    ))));
+                }
+            }
+        }
+        // Left by a gateway that was killed: the port is ours now, so the socket is too.
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).map_err(fail)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        Ok(ControlSocket {
+            path: path.to_owned(),
+            listener: Some(listener),
+        })
+    }
+
+    /// Answers `reload` with `ok`, or `error: ` and the sentence that says why.
+    fn serve(
+        &mut self,
+        reloader: Arc<Reloader>,
+        drain: std::time::Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let listener = self.listener.take();
+        async move {
+            let Some(listener) = listener else { return };
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let reloader = reloader.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut line = String::new();
+                    let mut reader = tokio::io::BufReader::new(read.take(256));
+                    let read = tokio::time::timeout(CONTROL_READ, reader.read_line(&mut line));
+                    let answer = match read.await {
+                        Ok(Ok(_)) if line.trim() == "reload" => {
+                            match reloader.reload(drain).await {
+                                Ok(()) => "ok\n".to_owned(),
+                                Err(sentence) => format!("error: {sentence}\n"),
+                            }
+                        }
+                        _ => "error: unknown command; the one command is reload\n".to_owned(),
+                    };
+                    let _ = write.write_all(answer.as_bytes()).await;
+                });
+            }
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The gateway's private directory (mode 0700, under the system's temporary directory) of
@@ -212,11 +325,13 @@ pub async fn run(
     });
     let (stop_workers, stop_rx) = watch::channel(false);
     let mut slots = Vec::new();
+    let mut commands = Vec::new();
     let mut tasks = Vec::new();
     for index in 0..config.workers.max(1) {
         match workers::supervise(spec.clone(), index, stop_rx.clone()).await {
             Ok((slot, task)) => {
-                slots.push(slot.endpoint);
+                commands.push(slot.commands.clone());
+                slots.push(slot);
                 tasks.push(task);
             }
             Err(e) => {
@@ -228,6 +343,11 @@ pub async fn run(
             }
         }
     }
+    let reloader = Arc::new(Reloader::new(commands));
+    let mut control = match &config.control_socket {
+        Some(path) => Some(ControlSocket::bind(path)?),
+        None => None,
+    };
     let gateway = Arc::new(Gateway::new(
         keys,
         config,
@@ -236,6 +356,7 @@ pub async fn run(
         states,
         versions,
     ));
+    gateway.set_reloader(reloader.clone());
     let app = crate::http::router(gateway.clone());
     ready.await;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -243,7 +364,25 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let config = gateway.config();
+    let drain = if config.dev {
+        std::time::Duration::ZERO
+    } else {
+        config.drain_timeout
+    };
+    tokio::spawn(reload_on_hangup(reloader.clone(), drain));
+    if let Some(control) = &mut control {
+        tokio::spawn(control.serve(reloader.clone(), drain));
+    }
+    if config.dev {
+        tokio::spawn(workers::watch_files(
+            config.apps.clone(),
+            reloader.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let served = accept_loop(listener, tls, app, &gateway, stop_rx).await;
+    drop(control);
     let _ = stop_workers.send(true);
     for t in tasks {
         let _ = t.await;

@@ -57,6 +57,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(&at("/.tether/metrics"), any(ops::metrics))
         .route(&at("/.tether/forget"), any(ops::forget))
         .route(&at("/.tether/share"), any(ops::share))
+        .route(&at("/.tether/dev"), any(ops::dev))
         .route(&at("/.tether/{*rest}"), any(ops::unknown))
         .route(&at("/.tether/"), any(ops::unknown))
         .route(&at("/{app}"), any(pages::app))

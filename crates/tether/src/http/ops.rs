@@ -27,6 +27,26 @@ pub async fn health(State(h): State<Http>) -> Response<Body> {
     }
 }
 
+/// `/.tether/dev`: in `--dev`, why the app's newest version did not start
+/// (`{"error":"..."}`), or `{"error":null}` while it serves; the page script shows it. Without
+/// `--dev` the error stays in the log, away from users.
+pub async fn dev(State(h): State<Http>) -> Response<Body> {
+    if !h.gw.config().dev {
+        return proxy::plain(
+            StatusCode::NOT_FOUND,
+            "This is only served with tether serve --dev; see the gateway's log instead.",
+        );
+    }
+    let error = h.gw.reloader().and_then(|r| r.failure());
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(
+            serde_json::json!({ "error": error }).to_string(),
+        ))
+        .expect("static response")
+}
+
 /// `/.tether/metrics`, in the Prometheus text format.
 pub async fn metrics(State(h): State<Http>) -> Response<Body> {
     Response::builder()

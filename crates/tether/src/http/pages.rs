@@ -127,7 +127,7 @@ pub(super) async fn forward_asset(
     } else {
         format!("{path}?{query}")
     };
-    proxy::forward(&h.client, req, worker, &pq, peer, None).await
+    proxy::forward(&h.client, req, h.gw.target(worker), &pq, peer, None).await
 }
 
 /// A new visitor past `--max-sessions`: refused, counted, and logged at most once per 10 s.
@@ -211,7 +211,15 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         .then(|| req.headers().get(header::ORIGIN).cloned())
         .flatten()
         .filter(|_| super::origin_allowed(req.headers(), &gw.config().websocket_origins));
-    let mut resp = proxy::forward(&h.client, req, worker, &pq, peer, Some(&session_id)).await;
+    let mut resp = proxy::forward(
+        &h.client,
+        req,
+        h.gw.target(worker),
+        &pq,
+        peer,
+        Some(&session_id),
+    )
+    .await;
     if let Some(origin) = embedder {
         let headers = resp.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -225,8 +233,8 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         // A login redirect or an error: the worker made no session.
         gw.registry().discard(&session_id);
     }
-    if gw.config().controls && is_page {
-        resp = with_controls(resp, h.prefix(), app).await;
+    if is_page {
+        resp = with_scripts(resp, h.prefix(), app, gw.config().controls).await;
     }
     // Set on every page, not only the first: an active user's year never runs out. Never to
     // a logged-in user's id: after logging out, the browser must not still be them.
@@ -242,13 +250,22 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
 /// The script of `--controls`, run in the page.
 const CONTROLS_JS: &str = include_str!("assets/controls.js");
 
-/// Largest page `--controls` adds its button to; a larger one (no app page is near it) is
-/// answered with a 502 that says to run without `--controls`.
-const MAX_CONTROLLED_PAGE: usize = 8 << 20;
+/// The script that reloads the page when tether moves it to a new version of the app.
+const RELOAD_JS: &str = include_str!("assets/reload.js");
 
-/// `--controls`: the corner button's script, added before the page's `</body>`. Only to a
+/// Largest page tether adds its scripts to; a larger one (no app page is near it) is answered
+/// with a 502 that says so.
+const MAX_SCRIPTED_PAGE: usize = 8 << 20;
+
+/// Adds tether's scripts to an app page: the reload script first in `<head>`, before Bokeh
+/// opens its websocket, and with `--controls` the corner button's before `</body>`. Only to a
 /// whole, uncompressed HTML page; anything else is passed on as the worker sent it.
-async fn with_controls(resp: Response<Body>, prefix: &str, app: &str) -> Response<Body> {
+async fn with_scripts(
+    resp: Response<Body>,
+    prefix: &str,
+    app: &str,
+    controls: bool,
+) -> Response<Body> {
     let html = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -261,25 +278,49 @@ async fn with_controls(resp: Response<Body>, prefix: &str, app: &str) -> Respons
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_CONTROLLED_PAGE).await else {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_SCRIPTED_PAGE).await else {
         return proxy::plain(
             StatusCode::BAD_GATEWAY,
-            "The app's page could not be read; reload it, or start tether without --controls.",
+            "The app's page is too large for tether to pass on; make it smaller than 8 MiB.",
         );
     };
-    let config = serde_json::json!({ "app": app, "prefix": prefix }).to_string();
-    let attribute = config
-        .replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;");
-    let script = format!("<script data-tether=\"{attribute}\">{CONTROLS_JS}</script>");
     let text = String::from_utf8_lossy(&bytes);
-    let at = text.rfind("</body>").unwrap_or(text.len());
-    let page = format!("{}{script}{}", &text[..at], &text[at..]);
-    // The worker's validators and length describe the page without the button.
+    let mut page = String::with_capacity(text.len() + RELOAD_JS.len() + 256);
+    // After `<head ...>`, else at the very start.
+    let head = text
+        .find("<head")
+        .and_then(|at| text[at..].find('>').map(|end| at + end + 1))
+        .unwrap_or(0);
+    page.push_str(&text[..head]);
+    page.push_str(&format!(
+        "<script data-tether-prefix=\"{}\">{RELOAD_JS}</script>",
+        attribute(prefix)
+    ));
+    let rest = &text[head..];
+    if controls {
+        let config = serde_json::json!({ "app": app, "prefix": prefix }).to_string();
+        let script = format!(
+            "<script data-tether=\"{}\">{CONTROLS_JS}</script>",
+            attribute(&config)
+        );
+        let at = rest.rfind("</body>").unwrap_or(rest.len());
+        page.push_str(&rest[..at]);
+        page.push_str(&script);
+        page.push_str(&rest[at..]);
+    } else {
+        page.push_str(rest);
+    }
+    // The worker's validators and length describe the page without the scripts.
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::ETAG);
     Response::from_parts(parts, Body::from(page))
+}
+
+/// `text` escaped for a double-quoted HTML attribute.
+fn attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
 }
 
 /// The `tether-snapshot=ID` of a shared link, if the query has one.

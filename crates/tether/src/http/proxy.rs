@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use crate::auth::identity;
-use crate::workers::socket_path;
+use crate::workers::{socket_path, Target};
 
 /// The pooled HTTP/1 client used to reach workers.
 pub type UpstreamClient = Client<WorkerConnector, Body>;
@@ -27,12 +27,8 @@ pub fn client(dir: PathBuf) -> UpstreamClient {
         .build(WorkerConnector { dir: Arc::new(dir) })
 }
 
-/// The URI authority that names worker slot `worker`, for the client's pool.
-fn authority(worker: usize) -> String {
-    format!("worker-{worker}")
-}
-
-/// Connects the client to the socket of the worker slot its URI names (`http://worker-N/`).
+/// Connects the client to the socket of the worker process its URI names
+/// (`http://worker-SLOT-GENERATION/`).
 #[derive(Clone)]
 pub struct WorkerConnector {
     /// The gateway's private directory of worker sockets.
@@ -49,15 +45,13 @@ impl tower::Service<Uri> for WorkerConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let slot = uri
-            .host()
-            .and_then(|h| h.strip_prefix("worker-"))
-            .and_then(|n| n.parse::<usize>().ok());
+        let target = uri.host().and_then(Target::from_authority);
         let dir = self.dir.clone();
         Box::pin(async move {
-            let slot = slot.ok_or_else(|| std::io::Error::other("no worker slot in the URI"))?;
+            let target =
+                target.ok_or_else(|| std::io::Error::other("no worker process in the URI"))?;
             Ok(TokioIo::new(
-                UnixStream::connect(socket_path(&dir, slot)).await?,
+                UnixStream::connect(socket_path(&dir, target)).await?,
             ))
         })
     }
@@ -174,12 +168,12 @@ fn percent_decode(s: &str) -> String {
 pub async fn forward(
     client: &UpstreamClient,
     mut req: Request<Body>,
-    worker: usize,
+    worker: Target,
     path_and_query: &str,
     peer: SocketAddr,
     session: Option<&str>,
 ) -> Response<Body> {
-    let uri: Uri = match format!("http://{}{path_and_query}", authority(worker)).parse() {
+    let uri: Uri = match format!("http://{}{path_and_query}", worker.authority()).parse() {
         Ok(u) => u,
         Err(_) => {
             return plain(
@@ -200,7 +194,7 @@ pub async fn forward(
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => {
-            tracing::warn!(error = %e, worker, "worker request failed");
+            tracing::warn!(error = %e, worker = worker.slot, "worker request failed");
             plain(
                 StatusCode::BAD_GATEWAY,
                 "The app's worker is not answering; reload the page in a few seconds.",

@@ -16,7 +16,7 @@ use crate::auth::Secret;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::state::States;
-use crate::workers::{Endpoint, Workers};
+use crate::workers::{Endpoint, Slot, Workers};
 
 /// A gateway serving one app, `app`, whose only worker is restarting.
 async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
@@ -26,13 +26,19 @@ async fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
     let (_tx, rx) = watch::channel(Endpoint {
         up: false,
         generation: 1,
+        moving: 0,
     });
+    let slot = Slot {
+        endpoint: rx,
+        connections: Default::default(),
+        commands: tokio::sync::mpsc::channel(1).0,
+    };
     let keys = Secret::from_bytes(&[3u8; 32]).keys();
     Arc::new(Gateway::new(
         keys,
         config,
         vec!["app".into()],
-        Workers::new(vec![rx], dir.path().to_owned()),
+        Workers::new(vec![slot], dir.path().to_owned()),
         states,
         Default::default(),
     ))

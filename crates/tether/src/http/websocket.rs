@@ -25,6 +25,7 @@ use crate::session::relay::{self, Ended};
 use crate::session::restore::Plan;
 use crate::session::wire::WorkerStream;
 use crate::store::{Clock, SystemClock};
+use crate::workers::Lease;
 use crate::workers::WORKER_HOST;
 
 /// Read buffer of a browser socket: browsers send small messages, and an idle tab should
@@ -144,9 +145,15 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     let expiry = SystemClock.now_millis() / 1000 + config.token_lifetime.as_secs() as i64;
     let fresh = tok.refreshed(keys, expiry);
     let limits = config.limits;
-    let socket = gw.socket(attach.worker);
+    let Some(mut lease) = gw.lease(attach.worker) else {
+        release();
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The app is restarting; reload the page in a few seconds.",
+        );
+    };
     let connecting = connect_worker(
-        &socket,
+        lease.socket(),
         &config.prefix,
         &app,
         &fresh,
@@ -191,6 +198,10 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     let worker = WorkerStream::new(upstream, limits.message());
     let metrics = gw.metrics().clone();
     let held = Held::new(gw.budget().clone());
+    let failures = gw
+        .reloader()
+        .filter(|_| gw.config().dev)
+        .map(|r| r.failures());
     tokio::spawn(async move {
         let mut closed_by_us = None;
         match on_upgrade.await {
@@ -209,6 +220,7 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
                     restore,
                     limits.idle_timeout,
                     Some(&held),
+                    until_moved(&mut lease, failures),
                 )
                 .await;
                 held.release();
@@ -226,6 +238,7 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
             relay::linger(browser.get_mut().get_mut()).await;
         }
         drop(permit);
+        drop(lease);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -238,6 +251,28 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
         .header(header::SEC_WEBSOCKET_PROTOCOL, "bokeh")
         .body(Body::empty())
         .expect("static response")
+}
+
+/// Resolves with the close code that moves the tab: [`relay::RELOAD_CODE`] when its worker's
+/// generation must move, or in `--dev` [`relay::FAILED_CODE`] while the app's newest version
+/// failed to start.
+async fn until_moved(
+    lease: &mut Lease,
+    failures: Option<tokio::sync::watch::Receiver<Option<String>>>,
+) -> u16 {
+    let failed = async {
+        let failed = match failures {
+            Some(mut f) => f.wait_for(Option::is_some).await.is_ok(),
+            None => false,
+        };
+        if !failed {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = lease.moved() => relay::RELOAD_CODE,
+        _ = failed => relay::FAILED_CODE,
+    }
 }
 
 /// The gateway's websocket to a worker, over its Unix socket.

@@ -130,6 +130,11 @@ impl Recorder {
         }
     }
 
+    /// Whether changes the browser sent still wait for the worker's answer.
+    pub fn awaiting_answers(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Whether the browser is in the middle of a Bokeh message.
     pub fn mid_message(&self) -> bool {
         !self.from_browser.is_idle()

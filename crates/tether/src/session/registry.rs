@@ -148,11 +148,14 @@ impl Registry {
         }
     }
 
+    /// Whether a session is kept: a connected one always (after a reload its old worker
+    /// drains, and its tab still records), an unconnected one while its worker generation is
+    /// current and it is reserved or within `--live-ttl`.
     fn alive(&self, s: &Live, now: Instant, generation: &dyn Generations) -> bool {
-        s.generation == generation.generation(s.worker)
-            && (s.connections > 0
-                || s.reserved_until.is_some_and(|t| t > now)
-                || now.duration_since(s.idle_since) < self.live_ttl)
+        s.connections > 0
+            || (s.generation == generation.generation(s.worker)
+                && (s.reserved_until.is_some_and(|t| t > now)
+                    || now.duration_since(s.idle_since) < self.live_ttl))
     }
 
     /// Chooses the session for a page: an idle live one of this (user, app), else a new one.

@@ -25,6 +25,17 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 8 << 20;
 
+/// After a tab is told to move, how long its changes already sent may wait for the worker's
+/// answer, so they are recorded before the page reloads.
+const MOVE_WAIT: Duration = Duration::from_secs(2);
+
+/// The close code that tells tether's page script to reload the page: the app has a new
+/// version.
+pub const RELOAD_CODE: u16 = 4001;
+/// The close code that tells tether's page script (in `--dev`) that the app's new version did
+/// not start: it shows why, and reloads once a later version starts.
+pub const FAILED_CODE: u16 = 4002;
+
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -70,7 +81,10 @@ where
     browser.flush().await
 }
 
-/// Restores first when given a restore [`Plan`], then relays until either side closes.
+/// Restores first when given a restore [`Plan`], then relays until either side closes, or
+/// until `moved` resolves: then the changes in flight are answered and recorded, and the
+/// browser is closed with the close code it gives ([`RELOAD_CODE`]: the page reloads onto the
+/// app's new version; [`FAILED_CODE`]: it shows why the new version did not start).
 ///
 /// `held` is what the browser's socket charges to the gateway's budget for unfinished
 /// messages; it is released whenever the browser is between Bokeh messages.
@@ -81,6 +95,7 @@ pub async fn run<B, U>(
     restore: Option<Plan>,
     idle_timeout: Duration,
     held: Option<&Held>,
+    moved: impl std::future::Future<Output = u16>,
 ) -> Ended
 where
     B: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
@@ -98,6 +113,7 @@ where
     let mut ended = Ended::Closed;
     let mut ping = tokio::time::interval(every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(moved);
     loop {
         worker.set_watch_effects(recorder.wants_effects());
         tokio::select! {
@@ -157,6 +173,22 @@ where
                 }
                 if failed || browser.flush().await.is_err() { break; }
             },
+            code = &mut moved, if !recorder.mid_message() => {
+                tracing::info!(code, "moving a tab off its worker");
+                answer_in_flight(browser, &mut worker, &mut recorder).await;
+                let reason = if code == RELOAD_CODE {
+                    "tether: the app has a new version"
+                } else {
+                    "tether: the app's new version did not start"
+                };
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                let _ = browser.send(Message::Close(Some(frame))).await;
+                ended = Ended::ClosedByUs;
+                break;
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     tracing::info!(?idle_timeout, "closing a websocket whose browser stopped answering");
@@ -172,6 +204,42 @@ where
     let _ = browser.close().await;
     worker.close().await;
     ended
+}
+
+/// Passes the worker's messages on until it has answered every change the browser sent (so
+/// each is recorded), for at most [`MOVE_WAIT`].
+async fn answer_in_flight<B, U>(
+    browser: &mut B,
+    worker: &mut WorkerStream<U>,
+    recorder: &mut Recorder,
+) where
+    B: Sink<Message, Error = WsError> + Unpin,
+    U: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    let until = Instant::now() + MOVE_WAIT;
+    while recorder.awaiting_answers() {
+        let frames = match tokio::time::timeout_at(until, worker.read()).await {
+            Ok(Some(Ok(FromWorker::Message {
+                msg,
+                frames,
+                touched,
+            }))) => {
+                recorder.from_worker(&msg, &touched);
+                frames
+            }
+            Ok(Some(Ok(FromWorker::Unreadable(frames)))) => frames,
+            Ok(Some(Ok(FromWorker::Control(_)))) => continue,
+            _ => return,
+        };
+        for f in frames {
+            if browser.feed(f).await.is_err() {
+                return;
+            }
+        }
+        if browser.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn close<B>(browser: &mut B, code: CloseCode, reason: &'static str)

@@ -2,6 +2,7 @@
 //! crashed ones with back-off, and publishing where each slot's current process listens.
 //! None outlives the gateway: each holds a lifeline to it (see [`spawn`]).
 
+mod reload;
 mod spawn;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::auth::BokehKey;
 
+pub use reload::{watch_files, Reloader};
 pub use spawn::{check_python, socket_path, start, Process, Version, Versions, WORKER_HOST};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,14 @@ const OWN_FLAGS: &[(&str, &str)] = &[
         "use tether's own --prefix, which the workers get too",
     ),
     ("--show", "open the address tether prints"),
+    (
+        "--dev",
+        "use tether's own --dev, which keeps every page's state across reloads",
+    ),
+    (
+        "--autoreload",
+        "use tether's own --dev, which keeps every page's state across reloads",
+    ),
 ];
 
 /// The value of a `panel serve` option among the arguments after `--` (`--index app` or
@@ -175,12 +185,132 @@ pub struct WorkerSpec {
 }
 
 /// What the rest of the gateway sees of one worker slot: where it is and which incarnation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Endpoint {
     /// The slot's process accepts connections (on its socket); false while restarting.
     pub up: bool,
-    /// Bumped on every restart: sessions of an older generation are gone.
+    /// Bumped on every restart and every reload: sessions of an older generation are gone, or
+    /// (after a reload) live on in a process that is draining.
     pub generation: u64,
+    /// Tabs connected to a generation below this one must move now: their websockets are
+    /// closed so that the page reloads onto the current generation. 0: none.
+    pub moving: u64,
+}
+
+/// One worker process: its slot and generation, which name its socket and its pooled
+/// HTTP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The worker slot.
+    pub slot: usize,
+    /// The slot's generation the process belongs to.
+    pub generation: u64,
+}
+
+impl Target {
+    /// The URI authority naming this process for the gateway's HTTP client (`worker-0-3`).
+    pub fn authority(&self) -> String {
+        format!("worker-{}-{}", self.slot, self.generation)
+    }
+
+    /// The process an authority names.
+    pub fn from_authority(host: &str) -> Option<Target> {
+        let (slot, generation) = host.strip_prefix("worker-")?.split_once('-')?;
+        Some(Target {
+            slot: slot.parse().ok()?,
+            generation: generation.parse().ok()?,
+        })
+    }
+}
+
+/// What a slot's supervisor shares with the gateway about its processes: the websockets open
+/// to each generation, how many old generations still drain, and how often it restarted.
+#[derive(Debug, Default)]
+pub struct Processes {
+    /// Open websockets per generation; generations with none are absent.
+    open: std::sync::Mutex<std::collections::BTreeMap<u64, usize>>,
+    /// Old processes still running until their tabs close or move.
+    draining: std::sync::atomic::AtomicUsize,
+    /// Times the slot's process was restarted after it exited.
+    restarts: std::sync::atomic::AtomicU64,
+}
+
+impl Processes {
+    /// Open websockets to the process of `generation`.
+    pub fn count(&self, generation: u64) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&generation).copied().unwrap_or(0)
+    }
+
+    /// Old processes still draining.
+    pub fn draining(&self) -> usize {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Times the slot's process was restarted after it exited.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self, generation: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        *open.entry(generation).or_default() += 1;
+    }
+
+    fn remove(&self, generation: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&generation) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&generation);
+            }
+        }
+    }
+}
+
+/// A websocket's hold on the worker process it connects to: while any is held, a draining
+/// process keeps running.
+pub struct Lease {
+    /// The process.
+    target: Target,
+    /// Its socket.
+    socket: PathBuf,
+    /// Where the hold is counted.
+    connections: Arc<Processes>,
+    /// The slot's endpoint, to learn when this generation must move.
+    endpoint: watch::Receiver<Endpoint>,
+}
+
+impl Lease {
+    /// The process held.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// Its socket.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    /// Resolves when this process's generation must move (its drain timed out, or `--dev`
+    /// reloaded the app); never, if the slot's supervisor is gone.
+    pub async fn moved(&mut self) {
+        let generation = self.target.generation;
+        if self
+            .endpoint
+            .wait_for(|e| e.moving > generation)
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.connections.remove(self.target.generation);
+    }
 }
 
 /// Where each worker slot's current process listens, as the rest of the gateway reads it.
@@ -188,14 +318,24 @@ pub struct Endpoint {
 pub struct Workers {
     /// Each slot's endpoint, in slot order.
     slots: Vec<watch::Receiver<Endpoint>>,
+    /// Each slot's open websockets per generation, in slot order.
+    connections: Vec<Arc<Processes>>,
     /// The private directory of their sockets.
     dir: PathBuf,
 }
 
 impl Workers {
-    /// The slots' endpoints, in slot order, and the directory of their sockets.
-    pub fn new(slots: Vec<watch::Receiver<Endpoint>>, dir: PathBuf) -> Workers {
-        Workers { slots, dir }
+    /// The slots, in slot order, and the directory of their sockets.
+    pub fn new(slots: Vec<Slot>, dir: PathBuf) -> Workers {
+        let (slots, connections) = slots
+            .into_iter()
+            .map(|s| (s.endpoint, s.connections))
+            .unzip();
+        Workers {
+            slots,
+            connections,
+            dir,
+        }
     }
 
     /// Number of slots.
@@ -213,20 +353,38 @@ impl Workers {
         &self.dir
     }
 
-    /// The socket slot `worker` listens on (when it is up).
-    pub fn socket(&self, worker: usize) -> PathBuf {
-        socket_path(&self.dir, worker)
+    /// The process slot `worker` runs now.
+    pub fn target(&self, worker: usize) -> Target {
+        Target {
+            slot: worker,
+            generation: self.endpoint(worker).generation,
+        }
+    }
+
+    /// A hold on the process slot `worker` runs now, for a websocket to it.
+    pub fn lease(&self, worker: usize) -> Option<Lease> {
+        let endpoint = self.slots.get(worker)?.clone();
+        let connections = self.connections.get(worker)?.clone();
+        let target = self.target(worker);
+        connections.add(target.generation);
+        Some(Lease {
+            target,
+            socket: socket_path(&self.dir, target),
+            connections,
+            endpoint,
+        })
     }
 
     /// Slot `worker`'s current endpoint; a slot that does not exist reads as restarting.
     pub fn endpoint(&self, worker: usize) -> Endpoint {
-        self.slots.get(worker).map_or(
-            Endpoint {
-                up: false,
-                generation: 0,
-            },
-            |slot| *slot.borrow(),
-        )
+        self.slots
+            .get(worker)
+            .map_or(Endpoint::default(), |slot| *slot.borrow())
+    }
+
+    /// What slot `worker`'s supervisor shares about its processes.
+    pub fn processes(&self, worker: usize) -> Option<&Processes> {
+        self.connections.get(worker).map(|c| &**c)
     }
 
     /// Slots whose process accepts connections now.
@@ -235,23 +393,63 @@ impl Workers {
     }
 }
 
-/// Keeps one worker slot running: restarts a crashed worker with back-off.
+/// A request to a slot's supervisor.
+pub enum Command {
+    /// Start a new generation from the app files as they are now; on success, new sessions go
+    /// to it and the old process drains for at most `drain`. Answers the new generation, or
+    /// why it did not start.
+    Reload {
+        /// Longest the old process's connected tabs keep it before they are moved.
+        drain: Duration,
+        /// The answer.
+        done: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// One supervised worker slot, as the gateway holds it.
 pub struct Slot {
     /// Current endpoint, watched by the proxy and the registry.
     pub endpoint: watch::Receiver<Endpoint>,
+    /// Open websockets per generation.
+    pub connections: Arc<Processes>,
+    /// Where reloads are asked for.
+    pub commands: tokio::sync::mpsc::Sender<Command>,
 }
 
-/// Starts a supervised worker; the first start's error is returned, later crashes are restarted.
+/// After a reload, how long an old process is kept at least, so requests already sent to it
+/// finish, and how long its tabs get to close once told to move.
+const RETIRE_GRACE: Duration = Duration::from_secs(3);
+/// How often a draining process is checked.
+const RETIRE_POLL: Duration = Duration::from_millis(250);
+
+/// Starts a supervised worker; the first start's error is returned, later crashes are
+/// restarted, and [`Command::Reload`] starts new generations.
 pub async fn supervise(
     spec: Arc<WorkerSpec>,
     index: usize,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(Slot, tokio::task::JoinHandle<()>), WorkerError> {
-    let first = start(&spec, index).await?;
+    let first = start(
+        &spec,
+        Target {
+            slot: index,
+            generation: 1,
+        },
+    )
+    .await?;
     let (tx, rx) = watch::channel(Endpoint {
         up: true,
         generation: 1,
+        moving: 0,
     });
+    let tx = Arc::new(tx);
+    let connections = Arc::new(Processes::default());
+    let (commands, mut requests) = tokio::sync::mpsc::channel(4);
+    let slot = Slot {
+        endpoint: rx,
+        connections: connections.clone(),
+        commands,
+    };
     let task = tokio::spawn(async move {
         let mut process = first;
         let mut generation = 1;
@@ -264,7 +462,32 @@ pub async fn supervise(
                     // Its sessions are gone now, not when the replacement is ready: their users
                     // are placed on a healthy worker and restored there meanwhile.
                     generation += 1;
-                    tx.send_replace(Endpoint { up: false, generation });
+                    connections.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tx.send_modify(|e| { e.up = false; e.generation = generation; });
+                }
+                Some(Command::Reload { drain, done }) = requests.recv() => {
+                    let next = Target { slot: index, generation: generation + 1 };
+                    match start(&spec, next).await {
+                        Ok(p) => {
+                            let old = std::mem::replace(&mut process, p);
+                            let old_generation = generation;
+                            generation = next.generation;
+                            tx.send_modify(|e| { e.up = true; e.generation = generation; });
+                            tracing::info!(worker = index, generation, "new generation serving");
+                            tokio::spawn(retire(
+                                old,
+                                Target { slot: index, generation: old_generation },
+                                drain,
+                                tx.clone(),
+                                connections.clone(),
+                                shutdown.clone(),
+                            ));
+                            let _ = done.send(Ok(generation));
+                        }
+                        Err(WorkerError::App(text)) => { let _ = done.send(Err(text)); }
+                        Err(e) => { let _ = done.send(Err(e.to_string())); }
+                    }
+                    continue;
                 }
                 _ = shutdown.changed() => {
                     process.kill().await;
@@ -276,14 +499,19 @@ pub async fn supervise(
                 if *shutdown.borrow() {
                     return;
                 }
-                match start(&spec, index).await {
+                match start(
+                    &spec,
+                    Target {
+                        slot: index,
+                        generation,
+                    },
+                )
+                .await
+                {
                     Ok(p) => {
                         process = p;
                         backoff = Duration::from_millis(200);
-                        tx.send_replace(Endpoint {
-                            up: true,
-                            generation,
-                        });
+                        tx.send_modify(|e| e.up = true);
                         break;
                     }
                     Err(e) => {
@@ -294,7 +522,65 @@ pub async fn supervise(
             }
         }
     });
-    Ok((Slot { endpoint: rx }, task))
+    Ok((slot, task))
+}
+
+/// Keeps an old generation's process until its websockets have closed (and at least
+/// [`RETIRE_GRACE`]); past `drain`, tells its tabs to move and gives them the grace to go.
+async fn retire(
+    mut process: Process,
+    target: Target,
+    drain: Duration,
+    endpoint: Arc<watch::Sender<Endpoint>>,
+    connections: Arc<Processes>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    connections.draining.fetch_add(1, Ordering::Relaxed);
+    let began = tokio::time::Instant::now();
+    let mut until = began + drain;
+    let mut moved = false;
+    loop {
+        let now = tokio::time::Instant::now();
+        let open = connections.count(target.generation);
+        if open == 0 && now >= began + RETIRE_GRACE {
+            break;
+        }
+        if now >= until {
+            if moved {
+                tracing::warn!(
+                    worker = target.slot,
+                    generation = target.generation,
+                    open,
+                    "tabs did not move in time; stopping the old worker"
+                );
+                break;
+            }
+            // Every generation below the current one moves, this one included.
+            endpoint.send_modify(|e| e.moving = e.moving.max(target.generation + 1));
+            tracing::info!(
+                worker = target.slot,
+                generation = target.generation,
+                open,
+                "moving the old worker's tabs to the new one"
+            );
+            moved = true;
+            until = now + RETIRE_GRACE;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETIRE_POLL) => {}
+            _ = process.wait() => break,
+            _ = shutdown.changed() => break,
+        }
+    }
+    process.kill().await;
+    let _ = std::fs::remove_file(&process.socket);
+    connections.draining.fetch_sub(1, Ordering::Relaxed);
+    tracing::info!(
+        worker = target.slot,
+        generation = target.generation,
+        "old worker stopped"
+    );
 }
 
 #[cfg(test)]
@@ -415,8 +701,10 @@ mod tests {
 
     #[test]
     fn panel_args_that_undo_tethers_own_are_refused_with_what_to_do() {
-        assert!(check_panel_args(&args(&["--autoreload", "--static-dirs", "a=./a"])).is_ok());
-        let err = check_panel_args(&args(&["--dev", "--num-procs", "4"])).unwrap_err();
+        assert!(check_panel_args(&args(&["--warm", "--static-dirs", "a=./a"])).is_ok());
+        let err = check_panel_args(&args(&["--dev"])).unwrap_err();
+        assert!(err.to_string().contains("tether's own --dev"), "{err}");
+        let err = check_panel_args(&args(&["--warm", "--num-procs", "4"])).unwrap_err();
         assert_eq!(
             err.to_string(),
             "`panel serve --num-procs` after `--` conflicts with tether; use tether's --workers"

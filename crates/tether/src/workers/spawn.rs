@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::{WorkerError, WorkerSpec};
+use super::{Target, WorkerError, WorkerSpec};
 
 /// Exit code of the bootstrap when `import panel` fails.
 const EXIT_NO_PANEL: i32 = 64;
@@ -74,9 +74,10 @@ sys.exit(main())
 /// websockets from it alone.
 pub const WORKER_HOST: &str = "tether-worker";
 
-/// The socket worker slot `index` listens on, in the gateway's private `dir`.
-pub fn socket_path(dir: &Path, index: usize) -> PathBuf {
-    dir.join(format!("worker-{index}.sock"))
+/// The socket a worker process listens on, in the gateway's private `dir`: one per slot and
+/// generation, so an old generation keeps its own while it drains.
+pub fn socket_path(dir: &Path, target: Target) -> PathBuf {
+    dir.join(format!("worker-{}-{}.sock", target.slot, target.generation))
 }
 
 /// A started worker process.
@@ -192,8 +193,9 @@ pub async fn check_python(python: &PathBuf) -> Result<Versions, WorkerError> {
 }
 
 /// Starts one worker and waits until it accepts connections.
-pub async fn start(spec: &WorkerSpec, index: usize) -> Result<Process, WorkerError> {
-    let socket = socket_path(&spec.socket_dir, index);
+pub async fn start(spec: &WorkerSpec, target: Target) -> Result<Process, WorkerError> {
+    let index = target.slot;
+    let socket = socket_path(&spec.socket_dir, target);
     // A socket left by an earlier process of this slot; Tornado would replace it too.
     let _ = std::fs::remove_file(&socket);
     let lifetime_ms = spec

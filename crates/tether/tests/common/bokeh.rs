@@ -265,6 +265,22 @@ impl Tab {
         Some(msg)
     }
 
+    /// Reads until the gateway closes the socket; its close code, or None if `within` passed
+    /// (or the socket ended without a close frame).
+    pub async fn close_code_within(&mut self, within: Duration) -> Option<u16> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(until, self.ws.next())
+                .await
+                .ok()??
+            {
+                Ok(Message::Close(frame)) => return frame.map(|f| f.code.into()),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     async fn text_frame(&mut self, within: Duration) -> Option<String> {
         loop {
             match tokio::time::timeout(within, self.ws.next())
