@@ -459,6 +459,7 @@ pub async fn supervise(
                 status = process.wait() => {
                     if *shutdown.borrow() { return; }
                     tracing::warn!(worker = index, %status, "worker exited; restarting");
+                    let _ = std::fs::remove_file(&process.socket);
                     // Its sessions are gone now, not when the replacement is ready: their users
                     // are placed on a healthy worker and restored there meanwhile.
                     generation += 1;

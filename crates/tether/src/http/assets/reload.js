@@ -2,6 +2,7 @@
 // websocket with code 4001 (a rolling reload, or `tether serve --dev` after a save), the page
 // reloads, and tether restores its state on the new version. With 4002 (`--dev` only) the new
 // version did not start: the error is shown until a later save starts, then the page reloads.
+// Only closes whose reason starts with "tether:" count: the codes are free for anyone to use.
 (function () {
   "use strict";
   var Native = window.WebSocket;
@@ -42,6 +43,9 @@
   function Tethered(url, protocols) {
     var ws = arguments.length > 1 ? new Native(url, protocols) : new Native(url);
     ws.addEventListener("close", function (event) {
+      if (String(event.reason).indexOf("tether:") !== 0) {
+        return;
+      }
       if (event.code === 4001) {
         window.location.reload();
       } else if (event.code === 4002) {
