@@ -147,31 +147,37 @@ where
                 }
                 _ => break,
             },
-            read = worker.read() => {
-                let frames = match read {
-                    Some(Ok(FromWorker::Message { msg, frames, touched })) => {
-                        recorder.from_worker(&msg, &touched);
+            read = worker.read_unobserved() => {
+                let (frames, whole) = match read {
+                    Some(Ok(FromWorker::Message { msg, frames, .. })) => {
                         let ours = msg
                             .header
                             .reqid
                             .as_deref()
                             .is_some_and(|r| r.starts_with(OWN_MSGID_PREFIX));
                         // A reply to the restore's own request, come late: not the browser's.
-                        if ours { continue; }
-                        frames
+                        let frames = if ours { Vec::new() } else { frames };
+                        (frames, Some(msg))
                     }
-                    Some(Ok(FromWorker::Unreadable(frames))) => frames,
+                    Some(Ok(FromWorker::Unreadable(frames))) => (frames, None),
                     Some(Ok(FromWorker::Control(m))) => {
                         if is_control(&m) { continue; }
-                        vec![m]
+                        (vec![m], None)
                     }
                     _ => break,
                 };
+                // The browser first; then the graph and the recording, before anything else
+                // is read from either side.
                 let mut failed = false;
                 for f in frames {
                     if browser.feed(f).await.is_err() { failed = true; break; }
                 }
-                if failed || browser.flush().await.is_err() { break; }
+                let failed = failed || browser.flush().await.is_err();
+                if let Some(msg) = whole {
+                    let touched = worker.observe(&msg);
+                    recorder.from_worker(&msg, &touched);
+                }
+                if failed { break; }
             },
             code = &mut moved, if !recorder.mid_message() => {
                 tracing::info!(code, "moving a tab off its worker");

@@ -107,6 +107,19 @@ where
     ///
     /// Cancel-safe: every frame read is kept in `self` before the next await.
     pub async fn read(&mut self) -> Option<Result<FromWorker, WsError>> {
+        let mut read = self.read_unobserved().await;
+        if let Some(Ok(FromWorker::Message { msg, touched, .. })) = &mut read {
+            *touched = self.observe(msg);
+        }
+        read
+    }
+
+    /// Like [`WorkerStream::read`], but the graph is not updated yet: the caller passes the
+    /// frames on first (the browser waits for them, not for tether's bookkeeping) and then
+    /// calls [`WorkerStream::observe`] with the message, before it reads anything else from
+    /// either side, so the graph is current whenever the browser's next message is read.
+    /// `touched` is empty until then.
+    pub async fn read_unobserved(&mut self) -> Option<Result<FromWorker, WsError>> {
         loop {
             let m = match self.ws.next().await? {
                 Ok(m) => m,
@@ -119,12 +132,11 @@ where
             match self.asm.push(part) {
                 Ok(None) => {}
                 Ok(Some(msg)) => {
-                    let touched = self.observe(&msg);
                     let frames = std::mem::take(&mut self.held);
                     return Some(Ok(FromWorker::Message {
                         msg,
                         frames,
-                        touched,
+                        touched: Vec::new(),
                     }));
                 }
                 Err(e) => {
@@ -138,7 +150,7 @@ where
 
     /// Keeps the graph current with a whole worker message; returns the slots a patch
     /// touched, when effects are watched.
-    fn observe(&mut self, msg: &Message) -> Vec<String> {
+    pub fn observe(&mut self, msg: &Message) -> Vec<String> {
         match msg.msgtype() {
             "PULL-DOC-REPLY" => match Graph::from_pull_reply(msg.content()) {
                 Ok(g) => self.graph = Some(g),
