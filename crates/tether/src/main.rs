@@ -60,7 +60,8 @@ struct Serve {
     /// virtual environment's, then the one tether is installed beside, then python3].
     #[arg(long, env = "TETHER_PYTHON")]
     python: Option<PathBuf>,
-    /// Where state lives: sqlite:PATH, redis://HOST:PORT[/DB], or rediss:// for Redis over TLS.
+    /// Where state lives: sqlite:PATH, redis://HOST:PORT[/DB], rediss:// for Redis over TLS,
+    /// or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER[/DB] for the primary Sentinel names.
     #[arg(long, default_value = defaults::STATE)]
     state: String,
     /// PEM CA certificate(s) to check a rediss:// server against [default: the system's].

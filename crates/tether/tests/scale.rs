@@ -559,6 +559,75 @@ async fn state_in_redis_over_tls_is_restored_after_a_restart() {
     tab.close().await;
 }
 
+/// One user of a soak: reopen, check the last value is back, set the next; until `stop`, at
+/// most 60 rounds. Returns the browser and the last value set.
+async fn soak_user(
+    base: String,
+    n: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Browser, u64) {
+    let mut b = Browser::new();
+    let mut last = None;
+    for round in 1..=60 {
+        if *stop.borrow() {
+            break;
+        }
+        let (_, mut tab) = reopen(&mut b, &base).await;
+        if let Some(v) = last {
+            assert_eq!(slider(&tab), json!(v), "user {n}, round {round}");
+        }
+        let v = (n * 100 + round) % 1000;
+        set_slider(&mut tab, v).await;
+        last = Some(v);
+        tab.close().await;
+    }
+    (b, last.expect("at least one round"))
+}
+
+/// `--state redis+sentinel://`: users keep changing things while the primary is killed and the
+/// sentinel promotes its replica. tether follows the new primary, and a fresh gateway restores
+/// every user's last change from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_behind_redis_sentinel_survives_a_primary_failover() {
+    const USERS: u64 = 8;
+    let mut set = common::redis::SentinelSet::start();
+    let dir = tempdir();
+    let url = set.url();
+    let mut tether = Tether::start(dir.path(), &plain(), &["--state", url.as_str()]);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let users: Vec<_> = (1..=USERS)
+        .map(|n| tokio::spawn(soak_user(tether.base.clone(), n, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| set.fail_primary());
+    assert!(
+        tether.wait_log("following the Redis primary", Duration::from_secs(30)),
+        "{}",
+        tether.stderr()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_tx.send_replace(true);
+    let mut ended = Vec::new();
+    for u in users {
+        ended.push(u.await.expect("every user's requests succeeded"));
+    }
+    // Whatever waited in memory during the failover is written to the new primary.
+    wait_metric(
+        &tether,
+        "tether_store_pending_snapshots",
+        Duration::from_secs(20),
+        |v| v == 0.0,
+    )
+    .await;
+    tether.kill9();
+    tether.start_again();
+    for (mut b, v) in ended {
+        let (_, tab) = reopen(&mut b, &tether.base).await;
+        assert_eq!(slider(&tab), json!(v), "restored from the promoted replica");
+        tab.close().await;
+    }
+}
+
 /// `kill -9` of one of two workers: its users are restored on their next visit, on a
 /// healthy worker even while it restarts; the other worker's users keep their sessions.
 #[tokio::test(flavor = "multi_thread")]

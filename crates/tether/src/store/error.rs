@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum StoreError {
     /// The operator gave a store URL tether does not understand.
     #[error(
-        "unknown state store {url:?}: use sqlite:PATH (for example sqlite:/var/lib/tether/state.db), redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
+        "unknown state store {url:?}: use sqlite:PATH (for example sqlite:/var/lib/tether/state.db), redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB] or redis+sentinel://HOST:PORT/MASTER[/DB]"
     )]
     UnknownUrl {
         /// The URL as given, so the operator can spot the typo.
@@ -78,7 +78,7 @@ pub enum StoreError {
 
     /// The Redis URL did not parse (credentials are not echoed).
     #[error(
-        "the Redis URL is not valid; use redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS)"
+        "the Redis URL is not valid; use redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS), or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER[/DB]"
     )]
     RedisUrl {
         /// The parser's reason.

@@ -81,7 +81,9 @@ pub trait Store: Send + Sync + 'static {
 ///   opened read-only where it cannot be written;
 /// - `redis://HOST:PORT[/DB]`: a Redis server shared by several gateways;
 /// - `rediss://HOST:PORT[/DB]`: the same over TLS, the server's certificate checked against
-///   the system's roots.
+///   the system's roots;
+/// - `redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER[/DB]`: the primary those Redis sentinels
+///   name, followed through failovers.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     open_with_ca(url, None).await
 }
@@ -102,6 +104,8 @@ pub async fn open_with_ca(
         Ok(Arc::new(
             SqliteStore::open_or_read_only(path, Arc::new(SystemClock)).await?,
         ))
+    } else if url.starts_with(self::redis::SENTINEL_SCHEME) {
+        Ok(Arc::new(RedisStore::connect_sentinel(url).await?))
     } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         Ok(Arc::new(RedisStore::connect_with_ca(url, redis_ca).await?))
     } else {

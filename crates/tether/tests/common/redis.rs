@@ -17,6 +17,8 @@ pub struct RedisServer {
     pub port: u16,
     /// For a TLS server: its certificates, and the directory that holds them.
     tls: Option<(Certificates, tempfile::TempDir)>,
+    /// Further `redis-server` arguments (`--replicaof HOST PORT`).
+    args: Vec<String>,
 }
 
 /// A test CA and a server certificate it signed, for 127.0.0.1, as PEM files.
@@ -123,6 +125,7 @@ impl RedisServer {
                 child: None,
                 port: free_port(),
                 tls: tls.take(),
+                args: Vec::new(),
             };
             if server.spawn_and_wait() {
                 return server;
@@ -189,6 +192,7 @@ impl RedisServer {
         };
         let spawned = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -218,6 +222,148 @@ impl RedisServer {
         }
         panic!("redis-server on port {port} did not answer PING within 10 s");
     }
+}
+
+/// A primary, a replica of it and a Redis Sentinel watching them (quorum 1, a primary is
+/// down after 1 s), all on loopback, for `redis+sentinel://`.
+pub struct SentinelSet {
+    /// The first primary.
+    pub primary: RedisServer,
+    /// Its replica, which the sentinel promotes when the primary fails.
+    pub replica: RedisServer,
+    /// The sentinel.
+    sentinel: Child,
+    /// The sentinel's port.
+    pub sentinel_port: u16,
+    /// Holds the sentinel's config file, which it rewrites.
+    _dir: tempfile::TempDir,
+}
+
+/// The primary's name the sentinel knows.
+const MASTER: &str = "tether";
+
+impl SentinelSet {
+    /// Starts the three and waits until the sentinel knows the replica.
+    pub fn start() -> SentinelSet {
+        let primary = RedisServer::start();
+        let mut replica = RedisServer {
+            child: None,
+            port: free_port(),
+            tls: None,
+            args: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.port.to_string(),
+            ],
+        };
+        assert!(replica.spawn_and_wait(), "the replica did not start");
+        let dir = tempfile::tempdir().unwrap();
+        let sentinel_port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {MASTER} 1000\n\
+                 sentinel failover-timeout {MASTER} 5000\n",
+                primary.port
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs as a sentinel");
+        let set = SentinelSet {
+            primary,
+            replica,
+            sentinel,
+            sentinel_port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let replicas = command(sentinel_port, &["SENTINEL", "REPLICAS", MASTER]);
+            if replicas.contains(&set.replica.port.to_string()) && replica_in_sync(set.replica.port)
+            {
+                return set;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel did not see the replica within 30 s: {replicas:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:PORT/tether`, for `--state`.
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/{MASTER}", self.sentinel_port)
+    }
+
+    /// The port of the server the sentinel names as primary now.
+    pub fn primary_port(&self) -> Option<u16> {
+        let reply = command(
+            self.sentinel_port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER],
+        );
+        reply.lines().filter_map(|l| l.trim().parse().ok()).last()
+    }
+
+    /// Kills the primary (SIGKILL) and waits until the sentinel has promoted the replica.
+    pub fn fail_primary(&mut self) {
+        self.primary.stop();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.primary_port() != Some(self.replica.port) || !is_primary(self.replica.port) {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel did not promote the replica within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+    }
+}
+
+/// One command in Redis's inline form, and what came back within half a second.
+fn command(port: u16, args: &[&str]) -> String {
+    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    if conn
+        .write_all(format!("{}\r\n", args.join(" ")).as_bytes())
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn replica_in_sync(port: u16) -> bool {
+    command(port, &["INFO", "replication"]).contains("master_link_status:up")
+}
+
+fn is_primary(port: u16) -> bool {
+    command(port, &["INFO", "replication"]).contains("role:master")
 }
 
 impl Drop for RedisServer {
