@@ -7,7 +7,7 @@
 
 #[path = "common/redis.rs"]
 mod redis_server;
-use redis_server::{free_port, RedisServer};
+use redis_server::{free_port, RedisServer, SentinelSet};
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -59,6 +59,16 @@ impl Backend {
             store,
             clock: None,
             _guard: Box::new(server),
+        }
+    }
+
+    async fn redis_sentinel() -> Self {
+        let set = SentinelSet::start();
+        let store = store::open(&set.url()).await.unwrap();
+        Backend {
+            store,
+            clock: None,
+            _guard: Box::new(set),
         }
     }
 
@@ -289,7 +299,8 @@ mod cases {
     }
 }
 
-/// Expands the case list into `sqlite::case` and `redis::case` tests.
+/// Expands the case list into `sqlite::case`, `redis::case`, `rediss::case` and
+/// `sentinel::case` tests.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -308,6 +319,12 @@ macro_rules! conformance {
             $(#[tokio::test]
             async fn $case() {
                 super::cases::$case(&super::Backend::redis_tls().await).await;
+            })*
+        }
+        mod sentinel {
+            $(#[tokio::test]
+            async fn $case() {
+                super::cases::$case(&super::Backend::redis_sentinel().await).await;
             })*
         }
     };

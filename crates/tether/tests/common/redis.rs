@@ -1,7 +1,10 @@
 //! A private `redis-server` on a free loopback port, for tests of gateways that share one.
 //! Started without persistence, so a restart comes back empty, as after a Redis crash.
 //! [`RedisServer::start_tls`] starts one that speaks TLS only, with a certificate signed by a
-//! CA of its own, made with `openssl` as an operator would.
+//! CA of its own, made with `openssl` as an operator would. [`SentinelSet`] is a primary, its
+//! replica and a sentinel, for `redis+sentinel://`.
+// Shared by test crates that each use a part of it.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -311,7 +314,10 @@ impl SentinelSet {
             self.sentinel_port,
             &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER],
         );
-        reply.lines().filter_map(|l| l.trim().parse().ok()).last()
+        reply
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .next_back()
     }
 
     /// Kills the primary (SIGKILL) and waits until the sentinel has promoted the replica.
