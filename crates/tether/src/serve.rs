@@ -343,7 +343,7 @@ pub async fn run(
             }
         }
     }
-    let reloader = Arc::new(Reloader::new(commands));
+    let reloader = Arc::new(Reloader::new(commands, config.worker_start_timeout));
     let mut control = match &config.control_socket {
         Some(path) => Some(ControlSocket::bind(path)?),
         None => None,

@@ -126,12 +126,37 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     // One load serves both the restore decision and the recording.
     let log = gw.states().log(&user, &app).await;
     let has_state = log.as_ref().is_some_and(|l| !l.is_empty());
-    let attach = gw
-        .registry()
-        .connect(&tok.session_id, &user, &app, &gw.context(has_state, false));
     let session_id = tok.session_id.clone();
     let registry = gw.registry().clone();
     let release = || registry.disconnect(&session_id, Instant::now());
+    // The worker's process is held before its generation can move on; a reload between the
+    // registry's answer and the hold makes the registry answer again, for the new process
+    // (which then restores the session), so a fresh process never serves it unrestored.
+    let mut attached = None;
+    for _ in 0..3 {
+        let attach =
+            gw.registry()
+                .connect(&tok.session_id, &user, &app, &gw.context(has_state, false));
+        let lease = gw.lease(attach.worker);
+        if lease
+            .as_ref()
+            .is_some_and(|l| l.target().generation != attach.generation)
+        {
+            release();
+            continue;
+        }
+        attached = Some((attach, lease));
+        break;
+    }
+    let Some((attach, Some(mut lease))) = attached else {
+        if attached.is_some() {
+            release();
+        }
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The app is restarting; reload the page in a few seconds.",
+        );
+    };
     if !gw.endpoint(attach.worker).up {
         release();
         return refuse(
@@ -145,13 +170,6 @@ async fn accept(h: &Http, app: String, mut req: Request<Body>, peer: SocketAddr)
     let expiry = SystemClock.now_millis() / 1000 + config.token_lifetime.as_secs() as i64;
     let fresh = tok.refreshed(keys, expiry);
     let limits = config.limits;
-    let Some(mut lease) = gw.lease(attach.worker) else {
-        release();
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The app is restarting; reload the page in a few seconds.",
-        );
-    };
     let connecting = connect_worker(
         lease.socket(),
         &config.prefix,

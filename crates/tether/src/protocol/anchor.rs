@@ -127,11 +127,12 @@ fn name_value(attr: &str, raw: &RawValue) -> Option<Box<str>> {
     Some(Box::from(&text[..end]))
 }
 
-/// A name Panel (param) generated: a class name and a five-digit counter (`Column00290`).
+/// A name Panel (param) generated: a class name and a counter of five or more digits
+/// (`Column00290`, `Column100000`).
 fn generated(name: &str) -> bool {
     let digits = name.bytes().rev().take_while(u8::is_ascii_digit).count();
     let class = &name[..name.len() - digits];
-    digits == 5
+    digits >= 5
         && class.starts_with(|c: char| c.is_ascii_alphabetic())
         && class
             .bytes()
@@ -161,6 +162,7 @@ mod tests {
         assert!(!generated("sidebar"));
         assert!(!generated("00001"), "no class name");
         assert!(!generated("Column0001"), "four digits");
+        assert!(generated("Column100000"), "the counter passed 99999");
         assert_eq!(names(&[("name", r#""Column00290""#)]), None);
         let sidebar = names(&[("name", r#""sidebar""#)]).unwrap();
         assert_eq!(sidebar.label().unwrap(), r#"name="sidebar""#);

@@ -81,6 +81,15 @@ pub fn locate(
         moves.add(path, found.path.clone());
         return Ok(found.path);
     }
+    // Its own name still matches where it was, and only something around it was renamed (a
+    // title the app computes): by path, as before anchors.
+    if let (Some(at), Some(a)) = (&here, anchor) {
+        let now = graph.anchor_at(path);
+        let own = |x: &str| x.split(" in ").next().map(str::to_owned);
+        if *at.type_name == *type_name && now.as_deref().and_then(own) == own(a) {
+            return Ok(at.path.clone());
+        }
+    }
     Err(match here {
         None => Skip::PathUnresolved {
             path: path.to_owned(),

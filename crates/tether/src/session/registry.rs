@@ -59,6 +59,8 @@ pub struct Attach {
     pub worker: usize,
     /// Replay the user's state into the session before relaying.
     pub restore: bool,
+    /// The generation of the worker process the session lives in.
+    pub generation: u64,
 }
 
 /// Which incarnation each worker slot is in: a session of an older one is gone.
@@ -264,6 +266,7 @@ impl Registry {
         Attach {
             worker: live.worker,
             restore: std::mem::take(&mut live.restore),
+            generation: live.generation,
         }
     }
 

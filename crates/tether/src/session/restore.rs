@@ -40,6 +40,8 @@ pub const SETTLE_PAUSE: Duration = Duration::from_millis(60);
 pub const EXTRA_WAIT: Duration = Duration::from_millis(500);
 /// Most changes sent in one `PATCH-DOC`.
 const MAX_BATCH: usize = 32;
+/// Most of our messages awaiting the worker's answer; past it, answers are read first.
+const MAX_OUTSTANDING: usize = 64;
 
 const DOCUMENT_READY: &str = r#"{"events":[{"kind":"MessageSent","msg_type":"bokeh_event","msg_data":{"type":"event","name":"document_ready","values":{"type":"map"}}}]}"#;
 const EMPTY_PATCH: &str = r#"{"events":[]}"#;
@@ -198,6 +200,11 @@ where
         steps: Vec<usize>,
         changes: bool,
     ) -> Result<(), RestoreError> {
+        if self.outstanding.len() >= MAX_OUTSTANDING {
+            // The worker answers every message, and stops reading ours while its answers wait
+            // to be read: read them before sending more, or both sides block on full sockets.
+            self.drain_to(MAX_OUTSTANDING / 2).await?;
+        }
         if Instant::now() >= self.deadline {
             return Err(RestoreError::TimedOut);
         }
@@ -253,8 +260,13 @@ where
 
     /// Waits for replies to every outstanding request. Returns the last reply's message.
     async fn drain(&mut self) -> Result<Option<Message>, RestoreError> {
+        self.drain_to(0).await
+    }
+
+    /// Waits for replies until at most `left` requests are outstanding.
+    async fn drain_to(&mut self, left: usize) -> Result<Option<Message>, RestoreError> {
         let mut last = None;
-        while !self.outstanding.is_empty() {
+        while self.outstanding.len() > left {
             let msg = self.read().await?;
             let Some(reqid) = msg.header.reqid.as_deref() else {
                 continue;

@@ -22,12 +22,16 @@ pub struct Reloader {
     ok: AtomicU64,
     /// Reloads that stopped at a slot whose new generation did not start.
     refused: AtomicU64,
+    /// Longest one slot may take to answer: its start-up timeout, with room for a restart in
+    /// progress, which it finishes first.
+    answer_within: Duration,
 }
 
 impl Reloader {
-    /// A reloader over these supervisors.
-    pub fn new(commands: Vec<mpsc::Sender<Command>>) -> Reloader {
+    /// A reloader over these supervisors, whose workers start within `start_timeout`.
+    pub fn new(commands: Vec<mpsc::Sender<Command>>, start_timeout: Duration) -> Reloader {
         Reloader {
+            answer_within: start_timeout * 2 + Duration::from_secs(30),
             commands,
             one: tokio::sync::Mutex::new(()),
             failed: watch::Sender::new(None),
@@ -46,9 +50,16 @@ impl Reloader {
             let (done, answer) = oneshot::channel();
             let sent = commands.send(Command::Reload { drain, done }).await;
             let result = match sent {
-                Ok(()) => answer
-                    .await
-                    .unwrap_or_else(|_| Err("the worker's supervisor stopped".into())),
+                Ok(()) => match tokio::time::timeout(self.answer_within, answer).await {
+                    Ok(answer) => {
+                        answer.unwrap_or_else(|_| Err("the worker's supervisor stopped".into()))
+                    }
+                    Err(_) => Err(format!(
+                        "worker {slot} is still restarting after a crash, and did not start the \
+                         new version within {:?}",
+                        self.answer_within
+                    )),
+                },
                 Err(_) => Err("the gateway is shutting down".into()),
             };
             if let Err(why) = result {
