@@ -32,6 +32,12 @@ fn script_in(dir: &Path) -> PathBuf {
     dir.join(format!("{APP}.py"))
 }
 
+/// A gateway serving version 1 of the app from `script`, in `dir`.
+fn start_at_version_1(dir: &Path, script: &Path, args: &[&str]) -> Tether {
+    write(script, &version(1, ""));
+    Tether::start(dir, &[script.to_owned()], args)
+}
+
 /// Which version the tab's document is.
 fn version_of(tab: &Tab) -> Option<u32> {
     tab.doc
@@ -110,12 +116,7 @@ async fn metric(t: &Tether, name: &str) -> f64 {
 async fn a_sighup_serves_new_pages_the_new_code_and_moves_open_tabs_after_the_drain() {
     let dir = tempdir();
     let script = script_in(dir.path());
-    write(&script, &version(1, ""));
-    let tether = Tether::start(
-        dir.path(),
-        std::slice::from_ref(&script),
-        &["--drain-timeout", "5s"],
-    );
+    let tether = start_at_version_1(dir.path(), &script, &["--drain-timeout", "5s"]);
     let mut a = Browser::new();
     let mut open = a.open(&tether.base, APP).await;
     assert_eq!(version_of(&open), Some(1));
@@ -174,8 +175,7 @@ async fn a_sighup_serves_new_pages_the_new_code_and_moves_open_tabs_after_the_dr
 async fn a_version_that_does_not_start_leaves_the_old_one_serving() {
     let dir = tempdir();
     let script = script_in(dir.path());
-    write(&script, &version(1, ""));
-    let tether = Tether::start(dir.path(), std::slice::from_ref(&script), &[]);
+    let tether = start_at_version_1(dir.path(), &script, &[]);
     let mut a = Browser::new();
     let mut tab = a.open(&tether.base, APP).await;
     set(&mut tab, 7).await;
@@ -240,12 +240,7 @@ async fn two_rolling_deploys_under_load_lose_no_change_and_fail_no_request() {
     const USERS: u64 = 20;
     let dir = tempdir();
     let script = script_in(dir.path());
-    write(&script, &version(1, ""));
-    let tether = Tether::start(
-        dir.path(),
-        std::slice::from_ref(&script),
-        &["--workers", "2"],
-    );
+    let tether = start_at_version_1(dir.path(), &script, &["--workers", "2"]);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let users: Vec<_> = (1..=USERS)
         .map(|n| tokio::spawn(user(tether.base.clone(), n, stop.clone())))

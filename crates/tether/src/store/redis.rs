@@ -113,11 +113,7 @@ impl RedisStore {
                 source,
             },
         };
-        let mut conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(connect_error)?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
+        let conn = connect_and_ping(client, config)
             .await
             .map_err(connect_error)?;
         Ok(Self {
@@ -149,11 +145,7 @@ impl RedisStore {
             source,
         };
         let primary = client.async_get_client().await.map_err(connect_error)?;
-        let mut conn = ConnectionManager::new_with_config(primary, manager_config())
-            .await
-            .map_err(connect_error)?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
+        let conn = connect_and_ping(primary, manager_config())
             .await
             .map_err(connect_error)?;
         Ok(Self {
@@ -233,6 +225,16 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// A connection to `client`'s server that has answered `PING`.
+async fn connect_and_ping(
+    client: Client,
+    config: ConnectionManagerConfig,
+) -> Result<ConnectionManager, RedisError> {
+    let mut conn = ConnectionManager::new_with_config(client, config).await?;
+    redis::cmd("PING").query_async::<()>(&mut conn).await?;
+    Ok(conn)
 }
 
 /// How the connection to a Redis server reconnects. Commands wait for an ongoing reconnect,
