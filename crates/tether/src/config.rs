@@ -96,6 +96,9 @@ pub struct Config {
     /// After a reload (`SIGHUP`, `tether reload`), how long tabs connected to the old workers
     /// keep them before they are moved (their page reloads onto the new version).
     pub drain_timeout: Duration,
+    /// `--worker-memory`: resident bytes each worker may use before its least recently used
+    /// idle live sessions are dropped (their users are restored at their next visit).
+    pub worker_memory: Option<u64>,
     /// `--dev`: reload on every change of the app files, moving every tab at once, and show
     /// a failed start in the pages.
     pub dev: bool,
@@ -147,6 +150,7 @@ impl Config {
             replay_timeout: duration(defaults::REPLAY_TIMEOUT),
             shutdown_grace: duration(defaults::SHUTDOWN_GRACE),
             drain_timeout: duration(defaults::DRAIN_TIMEOUT),
+            worker_memory: None,
             dev: false,
             control_socket: None,
             limits: Limits::default(),
@@ -175,6 +179,32 @@ impl Config {
                 })
         })
     }
+}
+
+/// A size such as `2GiB`, `512MiB`, `1.5G` or `800000000` (bytes), as `--worker-memory`
+/// takes it. `K`, `M`, `G` and `T` are powers of 1024, with or without `iB` or `B`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => u32::MAX,
+    };
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    let bytes = value * (1u64 << shift.min(40)) as f64;
+    if shift == u32::MAX || !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!(
+            "{text:?} is not a size; write it like 2GiB, 512MiB or a number of bytes"
+        ));
+    }
+    Ok(bytes as u64)
 }
 
 /// A `--prefix` as tether uses it: empty for none, else one leading `/` and no trailing
@@ -313,6 +343,19 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_read_as_people_write_them() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5gb"), Ok(3 << 29));
+        assert_eq!(parse_size("800000000"), Ok(800_000_000));
+        assert_eq!(parse_size(" 64 KiB "), Ok(64 << 10));
+        for bad in ["", "two gigs", "2 PB", "0", "-1G", "1e400"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains("like 2GiB"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn address_blocks_contain_what_they_should() {

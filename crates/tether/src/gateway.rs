@@ -13,9 +13,10 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::metrics::{Gauges, Metrics, WorkerGauge};
 use crate::session::budget::Budget;
+use crate::session::registry::Why;
 use crate::session::registry::{Context, Generations, Registry};
 use crate::state::States;
-use crate::workers::{Endpoint, Lease, Reloader, Target, Versions, Workers};
+use crate::workers::{memory, Endpoint, Lease, Reloader, Target, Versions, Workers, MEMORY_SAMPLE};
 
 /// Shared by every request.
 pub struct Gateway {
@@ -35,12 +36,16 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Logs of refusals at the session limit, at most one per [`LogThrottle`] period.
     session_refusals: LogThrottle,
+    /// Logs of workers past `--worker-memory`, likewise.
+    memory_warnings: LogThrottle,
     /// The Panel and Bokeh the workers run, which decide how a restore orders its steps.
     versions: Versions,
     /// Bytes of unfinished browser messages, over all websockets.
     budget: Arc<Budget>,
     /// Starts new generations of the workers; set once at start-up.
     reloader: std::sync::OnceLock<Arc<Reloader>>,
+    /// What is known of each worker slot's memory, for `--worker-memory`.
+    memory: std::sync::Mutex<Vec<memory::Gauge>>,
 }
 
 impl Generations for Workers {
@@ -60,7 +65,9 @@ impl Gateway {
         versions: Versions,
     ) -> Gateway {
         let budget = Budget::new(config.limits.max_buffered_bytes);
+        let memory = std::sync::Mutex::new(vec![memory::Gauge::default(); workers.len()]);
         Gateway {
+            memory,
             keys,
             registry: Arc::new(Registry::new(config.live_ttl, config.limits.max_sessions)),
             workers,
@@ -69,6 +76,7 @@ impl Gateway {
             states: Arc::new(states),
             metrics: Arc::new(Metrics::default()),
             session_refusals: LogThrottle::default(),
+            memory_warnings: LogThrottle::default(),
             versions,
             budget,
             reloader: std::sync::OnceLock::new(),
@@ -159,13 +167,91 @@ impl Gateway {
     }
 
     /// What the registry needs for one decision, now.
+    ///
+    /// Under `--worker-memory` a new session goes to the least loaded worker with room for
+    /// it; when none has, to the least loaded one, which first drops an idle session.
     pub fn context(&self, has_state: bool, may_wait: bool) -> Context<'_> {
+        let mut worker = self.least_loaded();
+        let mut make_room = false;
+        if let Some(bound) = self.config.worker_memory {
+            let load = self.registry.load(self.workers.len());
+            let gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let room = |w: usize| gauges.get(w).is_none_or(|g| g.has_room(bound, load[w]));
+            match (0..self.workers.len())
+                .filter(|&w| self.endpoint(w).up && room(w))
+                .min_by_key(|&w| load[w])
+            {
+                Some(w) => worker = w,
+                None => make_room = true,
+            }
+        }
         Context {
             now: Instant::now(),
             generation: &self.workers,
-            worker: self.least_loaded(),
+            worker,
             has_state,
             may_wait,
+            make_room,
+        }
+    }
+
+    /// Keeps each worker under `--worker-memory` (with no bound, only reads the memory for
+    /// the metrics): every [`MEMORY_SAMPLE`] the workers' memory is read, and a worker over
+    /// its bound drops as many idle sessions as it is over by, least recently used first.
+    pub async fn keep_memory(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(MEMORY_SAMPLE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let load = self.registry.load(self.workers.len());
+            let mut shed = Vec::new();
+            {
+                let mut gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                for (w, g) in gauges.iter_mut().enumerate() {
+                    let Some(p) = self.workers.processes(w) else {
+                        continue;
+                    };
+                    g.observe(p.memory(), p.baseline(), load[w]);
+                    if let Some(bound) = self.config.worker_memory {
+                        shed.push((w, g.excess(bound, load[w])));
+                    }
+                }
+            }
+            for (w, n) in shed {
+                let dropped = self.registry.evict(Some(w), n, Why::Memory, Instant::now());
+                if n > 0 && self.memory_warnings.due() {
+                    tracing::warn!(
+                        worker = w,
+                        dropped,
+                        wanted = n,
+                        "worker past --worker-memory; dropped its least recently used idle sessions"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Tells the workers to discard the sessions the registry dropped to make room, in
+    /// batches: one command per worker for all that were dropped meanwhile.
+    pub async fn discard_evicted(self: Arc<Self>) {
+        let Some(mut evicted) = self.registry.evictions() else {
+            return;
+        };
+        let mut batch = Vec::new();
+        while evicted.recv_many(&mut batch, 256).await > 0 {
+            let mut by_process: std::collections::BTreeMap<(usize, u64), Vec<String>> =
+                Default::default();
+            for e in batch.drain(..) {
+                self.metrics.session_evicted(e.why == Why::Memory);
+                tracing::debug!(worker = e.worker, why = ?e.why, "dropped an idle live session");
+                by_process
+                    .entry((e.worker, e.generation))
+                    .or_default()
+                    .push(e.session_id);
+            }
+            for ((worker, generation), ids) in by_process {
+                self.workers.expire(worker, generation, ids).await;
+            }
         }
     }
 
@@ -195,6 +281,7 @@ impl Gateway {
                     restarts: processes.map_or(0, |p| p.restarts()),
                     generation: e.generation,
                     draining: processes.map_or(0, |p| p.draining()),
+                    memory: processes.map_or(0, |p| p.memory()),
                 }
             })
             .collect();

@@ -97,10 +97,16 @@ struct Serve {
     /// Most open client connections, websockets included.
     #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
-    /// Most live sessions (open, or kept for reattach), over all workers; each holds worker
-    /// memory until it expires, so past it new visitors are refused.
+    /// Most live sessions (open, or kept for reattach), over all workers. Past it the least
+    /// recently used idle one is dropped for a new visitor, who is refused only when every
+    /// session is connected.
     #[arg(long, default_value_t = defaults::MAX_SESSIONS)]
     max_sessions: usize,
+    /// Resident memory each worker may use (e.g. 2GiB). Past it, the least recently used idle
+    /// live sessions are dropped (their users are restored at their next visit), and new
+    /// visitors are refused only when every session is connected [default: no bound].
+    #[arg(long, value_name = "SIZE", value_parser = tether::config::parse_size)]
+    worker_memory: Option<u64>,
     /// Largest websocket message from a browser or worker, in bytes.
     #[arg(long, default_value_t = defaults::MAX_MESSAGE_SIZE)]
     max_message_size: usize,
@@ -293,6 +299,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     config.shutdown_grace = s.shutdown_grace;
     config.dev = s.dev;
     config.drain_timeout = s.drain_timeout;
+    config.worker_memory = s.worker_memory;
     config.control_socket = Some(
         s.control_socket
             .unwrap_or_else(|| default_control_socket(bound.port())),

@@ -33,6 +33,9 @@ pub struct Metrics {
     connections_refused: AtomicU64,
     /// Page requests refused because the session limit was reached.
     sessions_refused: AtomicU64,
+    /// Idle live sessions dropped to make room: at `--max-sessions`, and past
+    /// `--worker-memory`.
+    sessions_evicted: [AtomicU64; 2],
 }
 
 /// The gauges owned elsewhere, read at one moment for one rendering.
@@ -66,6 +69,8 @@ pub struct WorkerGauge {
     pub generation: u64,
     /// Old processes still running until their tabs close or move.
     pub draining: usize,
+    /// Resident memory of its current process, in bytes (0: not known).
+    pub memory: u64,
 }
 
 /// Writes metric families in the text format: `# HELP`, `# TYPE`, then the samples.
@@ -143,6 +148,12 @@ impl Metrics {
     /// A client connection was refused at the connection limit.
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// An idle live session was dropped to make room, at the session limit or past the
+    /// worker memory bound.
+    pub fn session_evicted(&self, memory: bool) {
+        self.sessions_evicted[usize::from(memory)].fetch_add(1, Relaxed);
     }
 
     /// A page was refused at the session limit; returns how many have been, this one included.
@@ -224,6 +235,15 @@ impl Metrics {
             "counter",
             "Pages refused at the session limit (--max-sessions).",
             count(&self.sessions_refused),
+        );
+        m.family(
+            "sessions_evicted_total",
+            "counter",
+            "Idle live sessions dropped to make room, by reason: session_limit (--max-sessions) and memory (--worker-memory). Their users are restored at their next visit.",
+            [
+                ("reason=\"session_limit\"", count(&self.sessions_evicted[0])),
+                ("reason=\"memory\"", count(&self.sessions_evicted[1])),
+            ],
         );
         m.one(
             "buffered_bytes",
@@ -336,6 +356,15 @@ fn render_workers(gauges: &Gauges, m: &mut Exposition) {
             .iter()
             .enumerate()
             .map(|(w, g)| (label(w), g.draining)),
+    );
+    m.family(
+        "worker_memory_bytes",
+        "gauge",
+        "Resident memory of each worker's current process (bounded by --worker-memory).",
+        workers
+            .iter()
+            .enumerate()
+            .map(|(w, g)| (label(w), g.memory)),
     );
     let (ok, refused) = gauges.reloads;
     m.family(

@@ -370,6 +370,8 @@ pub async fn run(
     } else {
         config.drain_timeout
     };
+    tokio::spawn(gateway.clone().keep_memory());
+    tokio::spawn(gateway.clone().discard_evicted());
     tokio::spawn(reload_on_hangup(reloader.clone(), drain));
     if let Some(control) = &mut control {
         tokio::spawn(control.serve(reloader.clone(), drain));

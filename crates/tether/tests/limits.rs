@@ -193,45 +193,60 @@ async fn connection_cap_refuses_only_the_excess() {
     );
 }
 
+/// At `--max-sessions`, live sessions are a cache: a new visitor takes the place of the least
+/// recently used session no tab holds, whose user is restored at their next visit. Only when
+/// every session is connected is a new visitor refused.
 #[tokio::test(flavor = "multi_thread")]
-async fn session_cap_refuses_only_new_visitors() {
+async fn at_the_session_cap_idle_sessions_make_room_and_only_connected_ones_refuse() {
     let dir = tempdir();
     let t = Tether::start(
         dir.path(),
         &[app("tests/apps/plain_bokeh.py")],
         &["--max-sessions", "2"],
     );
-    // Two visitors take the two sessions; a flood of cookieless requests makes no more.
+    // The first user leaves a change behind and closes the tab; the second stays.
     let mut first = Browser::new();
-    let tab = first.open(&t.base, "plain_bokeh").await;
+    let mut tab = first.open(&t.base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    tab.set(&slider, "value", json!(7)).await;
     tab.close().await;
     let mut second = Browser::new();
-    assert_eq!(second.get(&t.url("/plain_bokeh"), &[]).await.status, 200);
+    let staying = second.open(&t.base, "plain_bokeh").await;
+    // A flood of cookieless page loads is served: each takes the place of an idle session
+    // (the first user's, then the flood's own, whose websockets never come).
     for _ in 0..5 {
         let page = Browser::new().get(&t.url("/plain_bokeh"), &[]).await;
-        assert_eq!(page.status, 503);
-        assert!(
-            page.html.contains("try again in a few minutes"),
-            "{}",
-            page.html
-        );
+        assert_eq!(page.status, 200, "{}", page.html);
     }
-    // A visitor who has a session still gets it back.
-    let tab = first.open(&t.base, "plain_bokeh").await;
-    assert_eq!(tab.doc.of_type("Slider").len(), 1);
+    // A third user connects: now both sessions are held by tabs, and a new visitor is refused.
+    let mut third = Browser::new();
+    let third_tab = third.open(&t.base, "plain_bokeh").await;
+    let page = Browser::new().get(&t.url("/plain_bokeh"), &[]).await;
+    assert_eq!(page.status, 503);
+    assert!(
+        page.html.contains("try again in a few minutes"),
+        "{}",
+        page.html
+    );
     assert!(t.wait_log("session limit reached", Duration::from_secs(2)));
+    // The first user's session was dropped, not their state: they come back to their 7.
+    let tab = first.open(&t.base, "plain_bokeh").await;
+    let slider = tab.doc.id_of("Slider", "title", "value");
+    assert_eq!(tab.doc.attr(&slider, "value"), json!(7));
     let metrics = common::bokeh::http_get(&t.url("/.tether/metrics"), &[])
         .await
         .2;
     assert!(
-        metrics.contains("tether_sessions_refused_total 5"),
+        metrics.contains("tether_sessions_refused_total 1"),
         "{metrics}"
     );
-    assert_eq!(
-        t.stderr().matches("session limit reached").count(),
-        1,
-        "logged once"
+    // The first user's idle session, each flood page but the first for the next one, and the
+    // last flood page for the third user.
+    assert!(
+        metrics.contains("tether_sessions_evicted_total{reason=\"session_limit\"} 6"),
+        "{metrics}"
     );
+    drop((staying, third_tab));
 }
 
 /// The head bound is tether's, exactly: below it the worker answers; above it tether says
@@ -299,8 +314,8 @@ async fn every_request_form_gets_an_answer() {
     assert!(!tab.doc.of_type("Slider").is_empty(), "still serving");
 }
 
-/// At `--max-sessions`, a returning user with saved state is still restored: only new
-/// visitors are refused.
+/// At `--max-sessions` with every session connected, a returning user with saved state is
+/// still restored: only new visitors are refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn at_the_session_cap_a_returning_user_is_restored() {
     let dir = tempdir();
@@ -315,11 +330,9 @@ async fn at_the_session_cap_a_returning_user_is_restored() {
     tab.set(&slider, "value", json!(6)).await;
     tab.close().await;
     t.restart();
+    let mut held = Vec::new();
     for _ in 0..2 {
-        assert_eq!(
-            Browser::new().get(&t.url("/plain_bokeh"), &[]).await.status,
-            200
-        );
+        held.push(Browser::new().open(&t.base, "plain_bokeh").await);
     }
     assert_eq!(
         Browser::new().get(&t.url("/plain_bokeh"), &[]).await.status,
@@ -328,6 +341,7 @@ async fn at_the_session_cap_a_returning_user_is_restored() {
     let tab = returning.open(&t.base, "plain_bokeh").await;
     let slider = tab.doc.id_of("Slider", "title", "value");
     assert_eq!(tab.doc.attr(&slider, "value"), json!(6));
+    drop(held);
 }
 
 /// Starts a text frame that announces `len` bytes and sends only `sent` of them.

@@ -849,3 +849,88 @@ async fn sigterm_drains_and_keeps_the_last_change() {
     );
     tab.close().await;
 }
+
+/// Resident bytes of process `pid`, or 0 once it is gone.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Opens a tab of `memory_hog` as a new visitor would, and closes it.
+async fn visit(base: &str) -> Browser {
+    let mut b = Browser::new();
+    b.open(base, "memory_hog").await.close().await;
+    b
+}
+
+/// `--worker-memory`: live sessions are a cache. A flood of new visitors, each session
+/// holding 16 MiB, is served with no 503 while the worker stays under its bound: the least
+/// recently used idle sessions are dropped and the worker frees them, and a dropped user's
+/// next visit restores their state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_new_visitors_is_served_within_the_worker_memory_bound() {
+    let hog = vec![app("tests/apps/memory_hog.py")];
+    // What a session of this app costs this worker, measured without a bound.
+    let dir = tempdir();
+    let mut t = Tether::start(dir.path(), &hog, &[]);
+    let pid = worker_pid(&t, 0);
+    visit(&t.base).await;
+    let one = rss(pid);
+    for _ in 0..3 {
+        visit(&t.base).await;
+    }
+    let per_session = (rss(pid) - one) / 3;
+    t.stop();
+    assert!(per_session >= 16 << 20, "{per_session} bytes a session");
+    // Room for the first session and about five more.
+    let bound = one + 5 * per_session + per_session / 2;
+    let dir = tempdir();
+    let t = Tether::start(dir.path(), &hog, &["--worker-memory", &bound.to_string()]);
+    let pid = worker_pid(&t, 0);
+    let mut first = Browser::new();
+    let mut tab = first.open(&t.base, "memory_hog").await;
+    let id = slider_id(&tab);
+    tab.set(&id, "value", json!(7)).await;
+    tab.wait_for("the div to show 7", |d| d.text().contains("value=7 "))
+        .await;
+    tab.close().await;
+    // The worker's memory, read every 10 ms through the flood.
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss(pid)));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    // 25 visitors, each of whom would hold 16 MiB for the hour of --live-ttl: 400 MiB.
+    for _ in 0..25 {
+        visit(&t.base).await;
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.unwrap();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        peak <= bound,
+        "worker peaked at {} MiB over its bound of {} MiB",
+        peak >> 20,
+        bound >> 20
+    );
+    let m = metrics(&t).await;
+    assert_eq!(metric(&m, "tether_sessions_refused_total"), 0.0);
+    let evicted = metric(&m, "tether_sessions_evicted_total{reason=\"memory\"}");
+    assert!(evicted >= 15.0, "{evicted} sessions dropped for memory");
+    assert!(metric(&m, "tether_worker_memory_bytes{worker=\"0\"}") > 0.0);
+    // The first visitor's session was the least recently used: it was dropped, and their
+    // state comes back into a new one.
+    let tab = first.open(&t.base, "memory_hog").await;
+    assert_eq!(slider(&tab), json!(7));
+    assert!(tab.doc.text().contains("value=7 "), "{}", tab.doc.text());
+}

@@ -48,7 +48,8 @@ pub enum Page {
     /// whose websocket closes in a moment: ask again shortly.
     Busy,
     /// A new session is needed for a visitor with no saved state, but the gateway already
-    /// holds `--max-sessions`.
+    /// holds `--max-sessions`, or the worker is at `--worker-memory`, and every session is
+    /// connected.
     Full,
 }
 
@@ -87,6 +88,32 @@ pub struct Context<'a> {
     pub has_state: bool,
     /// A page may be told to wait for the user's connected session to come free.
     pub may_wait: bool,
+    /// The slot `worker` is at its memory bound (`--worker-memory`): a new session there
+    /// first drops its least recently used idle one.
+    pub make_room: bool,
+}
+
+/// Why a live session was dropped before its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// A new visitor came at `--max-sessions`.
+    SessionLimit,
+    /// Its worker was past `--worker-memory`.
+    Memory,
+}
+
+/// An idle live session the registry dropped to make room; its worker should discard it.
+/// Its user's state is kept, and their next visit restores it into a new session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    /// The signed session id.
+    pub session_id: String,
+    /// The worker slot it lives on.
+    pub worker: usize,
+    /// The generation of that slot it lives in.
+    pub generation: u64,
+    /// Why it was dropped.
+    pub why: Why,
 }
 
 /// History versions kept beyond twice the live sessions before the unused ones are dropped.
@@ -129,6 +156,10 @@ pub struct Registry {
     max_sessions: usize,
     /// Counts websockets ended, so that pages told [`Page::Busy`] wake when one ends.
     released: tokio::sync::watch::Sender<u64>,
+    /// Sessions dropped to make room, for their workers to discard.
+    evicted: tokio::sync::mpsc::UnboundedSender<Eviction>,
+    /// The other end of `evicted`, until [`Registry::evictions`] takes it.
+    evictions: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Eviction>>>,
 }
 
 /// The registry's state, under one lock.
@@ -142,12 +173,62 @@ struct Inner {
 
 impl Registry {
     pub fn new(live_ttl: Duration, max_sessions: usize) -> Registry {
+        let (evicted, evictions) = tokio::sync::mpsc::unbounded_channel();
         Registry {
             inner: Mutex::new(Inner::default()),
             live_ttl,
             max_sessions: max_sessions.max(1),
             released: tokio::sync::watch::Sender::new(0),
+            evicted,
+            evictions: Mutex::new(Some(evictions)),
         }
+    }
+
+    /// The sessions dropped to make room, as they are dropped; the first call takes them.
+    pub fn evictions(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Eviction>> {
+        self.evictions.lock().expect("registry lock").take()
+    }
+
+    /// Drops up to `n` unconnected sessions of slot `worker` (any slot: `None`), least
+    /// recently used first, those still reserved for a page's websocket last: a page whose
+    /// session is gone gets a new one when its websocket comes. Returns how many were dropped.
+    pub fn evict(&self, worker: Option<usize>, n: usize, why: Why, now: Instant) -> usize {
+        let mut inner = self.inner.lock().expect("registry lock");
+        self.evict_locked(&mut inner.sessions, worker, n, why, now)
+    }
+
+    fn evict_locked(
+        &self,
+        sessions: &mut HashMap<String, Live>,
+        worker: Option<usize>,
+        n: usize,
+        why: Why,
+        now: Instant,
+    ) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let mut idle: Vec<(bool, Instant, &String)> = sessions
+            .iter()
+            .filter(|(_, s)| s.connections == 0 && worker.is_none_or(|w| w == s.worker))
+            .map(|(id, s)| (s.reserved_until.is_some_and(|t| t > now), s.idle_since, id))
+            .collect();
+        let n = n.min(idle.len());
+        if n < idle.len() {
+            idle.select_nth_unstable(n);
+        }
+        let gone: Vec<String> = idle[..n].iter().map(|(_, _, id)| (*id).clone()).collect();
+        for id in gone {
+            if let Some(s) = sessions.remove(&id) {
+                let _ = self.evicted.send(Eviction {
+                    session_id: id,
+                    worker: s.worker,
+                    generation: s.generation,
+                    why,
+                });
+            }
+        }
+        n
     }
 
     /// Whether a session is kept: a connected one always (after a reload its old worker
@@ -194,9 +275,20 @@ impl Registry {
         if cx.may_wait && sessions.values().any(|s| mine(s) && s.connections > 0) {
             return Page::Busy;
         }
-        // A returning user with saved state is restored even at the bound: the bound is
-        // against floods of new visitors, who have none.
-        if sessions.len() >= self.max_sessions && !has_state {
+        // Live sessions are a cache: every user can be restored, so at a bound the least
+        // recently used idle session makes room. Only when every session is connected is a new
+        // visitor refused; a returning user with saved state is restored even then, as the
+        // bounds are against floods of new visitors, who have none.
+        if sessions.len() >= self.max_sessions
+            && self.evict_locked(sessions, None, 1, Why::SessionLimit, now) == 0
+            && !has_state
+        {
+            return Page::Full;
+        }
+        if cx.make_room
+            && self.evict_locked(sessions, Some(cx.worker), 1, Why::Memory, now) == 0
+            && !has_state
+        {
             return Page::Full;
         }
         let session_id = mint();

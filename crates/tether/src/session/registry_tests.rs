@@ -15,6 +15,7 @@ fn cx(now: Instant, generation: &dyn Generations, has_state: bool) -> Context<'_
         worker: 0,
         has_state,
         may_wait: false,
+        make_room: false,
     }
 }
 
@@ -22,27 +23,143 @@ fn page(r: &Registry, u: &UserId, id: &str, now: Instant) -> Page {
     r.page(u, "app", &cx(now, &gen1, false), || id.to_owned())
 }
 
+/// Opens a tab on a new session of `u` with id `id`; returns whether it was made.
+fn open(r: &Registry, u: &UserId, id: &str, now: Instant) -> bool {
+    let made = matches!(page(r, u, id, now), Page::Fresh { .. });
+    if made {
+        r.connect(id, u, "app", &cx(now, &gen1, false));
+    }
+    made
+}
+
+/// The ids of the sessions evicted so far, in order.
+fn evicted(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Eviction>) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|e| e.session_id)
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
-async fn past_the_session_bound_only_new_sessions_are_refused() {
-    let r = Registry::new(TTL, 2);
-    let (a, b, c) = (UserId::random(), UserId::random(), UserId::random());
+async fn past_the_session_bound_the_least_recently_used_idle_session_makes_room() {
+    let r = Registry::new(TTL, 3);
+    let mut rx = r.evictions().unwrap();
+    let users: Vec<UserId> = (0..6).map(|_| UserId::random()).collect();
     let t0 = Instant::now();
-    assert!(matches!(page(&r, &a, "sa", t0), Page::Fresh { .. }));
+    for (i, u) in users[..3].iter().enumerate() {
+        assert!(open(&r, u, &format!("s{i}"), t0));
+    }
+    // s1 was left first, then s0; s2 is still open.
+    r.disconnect("s1", t0 + Duration::from_secs(1));
+    r.disconnect("s0", t0 + Duration::from_secs(2));
+    let t1 = t0 + Duration::from_secs(3);
+    assert!(open(&r, &users[3], "s3", t1));
+    assert_eq!(evicted(&mut rx), ["s1"]);
+    assert!(open(&r, &users[4], "s4", t1));
+    assert_eq!(evicted(&mut rx), ["s0"]);
+    // Every session is connected: now a new visitor is refused...
+    assert_eq!(page(&r, &users[5], "s5", t1), Page::Full);
+    assert!(evicted(&mut rx).is_empty());
+    // ...but a returning user with saved state is restored all the same.
+    assert!(matches!(
+        r.page(&users[0], "app", &cx(t1, &gen1, true), || "s0-restored"
+            .into()),
+        Page::Fresh { .. }
+    ));
+    // The evicted user's next visit gets a new session (restored from their state), not the
+    // dropped one.
+    r.disconnect("s4", t1);
+    match r.page(&users[1], "app", &cx(t1, &gen1, true), || "s1-new".into()) {
+        Page::Fresh { session_id, .. } => assert_eq!(session_id, "s1-new"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(evicted(&mut rx), ["s4"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_not_yet_connected_is_evicted_only_after_every_idle_session() {
+    let r = Registry::new(TTL, 2);
+    let mut rx = r.evictions().unwrap();
+    let (a, b, c, d) = (
+        UserId::random(),
+        UserId::random(),
+        UserId::random(),
+        UserId::random(),
+    );
+    let t0 = Instant::now();
+    assert!(open(&r, &a, "sa", t0));
+    r.disconnect("sa", t0);
+    // A page was served for b; its websocket has not come yet.
     assert!(matches!(page(&r, &b, "sb", t0), Page::Fresh { .. }));
-    assert_eq!(page(&r, &c, "sc", t0), Page::Full);
-    // A returning user with saved state is restored all the same.
+    let (t1, t2) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+    assert!(matches!(page(&r, &c, "sc", t1), Page::Fresh { .. }));
+    assert_eq!(evicted(&mut rx), ["sa"], "the idle session first");
+    assert!(matches!(page(&r, &d, "sd", t2), Page::Fresh { .. }));
+    assert_eq!(evicted(&mut rx), ["sb"], "then the oldest reservation");
+    // b's websocket still gets a session: a new one, restored if b has state.
+    let attach = r.connect("sb", &b, "app", &cx(t2, &gen1, true));
+    assert!(attach.restore);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_out_of_memory_drops_its_own_idle_sessions_least_recently_used_first() {
+    let r = Registry::new(TTL, 100);
+    let mut rx = r.evictions().unwrap();
+    let t0 = Instant::now();
+    let on = |w: usize, id: &str, t: Instant| {
+        let u = UserId::random();
+        let cx = Context {
+            worker: w,
+            ..cx(t, &gen1, false)
+        };
+        assert!(matches!(
+            r.page(&u, "app", &cx, || id.into()),
+            Page::Fresh { .. }
+        ));
+        r.connect(id, &u, "app", &cx);
+        r.disconnect(id, t);
+    };
+    on(0, "w0-old", t0);
+    on(1, "w1-oldest", t0);
+    on(0, "w0-new", t0 + Duration::from_secs(5));
+    let t1 = t0 + Duration::from_secs(10);
+    assert_eq!(r.evict(Some(0), 1, Why::Memory, t1), 1);
+    assert_eq!(
+        evicted(&mut rx),
+        ["w0-old"],
+        "worker 1's older session is not its to drop"
+    );
+    // A page placed on a worker with no room drops one of that worker's idle sessions.
+    let u = UserId::random();
+    let full = Context {
+        worker: 0,
+        make_room: true,
+        ..cx(t1, &gen1, false)
+    };
     assert!(matches!(
-        r.page(&c, "app", &cx(t0, &gen1, true), || "sc-restored".into()),
+        r.page(&u, "app", &full, || "w0-next".into()),
         Page::Fresh { .. }
     ));
-    // A user who has a session still gets it back.
-    let later = t0 + RESERVATION;
-    assert!(matches!(page(&r, &a, "sa2", later), Page::Reattach { .. }));
-    // Sessions past their TTL make room again.
+    assert_eq!(evicted(&mut rx), ["w0-new"]);
+    r.connect("w0-next", &u, "app", &full);
+    // Nothing idle on it any more: a new visitor is refused, a returning one restored.
+    assert_eq!(
+        r.page(&UserId::random(), "app", &full, || "x".into()),
+        Page::Full
+    );
+    let returning = Context {
+        has_state: true,
+        ..full
+    };
     assert!(matches!(
-        page(&r, &c, "sc", t0 + TTL + RESERVATION),
+        r.page(&UserId::random(), "app", &returning, || "y".into()),
         Page::Fresh { .. }
     ));
+    assert_eq!(
+        r.evict(Some(0), 5, Why::Memory, t1),
+        1,
+        "only y is unconnected"
+    );
+    assert_eq!(evicted(&mut rx), ["y"]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,6 +2,7 @@
 //! crashed ones with back-off, and publishing where each slot's current process listens.
 //! None outlives the gateway: each holds a lifeline to it (see [`spawn`]).
 
+pub mod memory;
 mod reload;
 mod spawn;
 
@@ -233,6 +234,10 @@ pub struct Processes {
     draining: std::sync::atomic::AtomicUsize,
     /// Times the slot's process was restarted after it exited.
     restarts: std::sync::atomic::AtomicU64,
+    /// The current process's resident memory in bytes, sampled every [`MEMORY_SAMPLE`].
+    memory: std::sync::atomic::AtomicU64,
+    /// Its resident memory when it was ready, before any session.
+    baseline: std::sync::atomic::AtomicU64,
 }
 
 impl Processes {
@@ -250,6 +255,30 @@ impl Processes {
     /// Times the slot's process was restarted after it exited.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The current process's resident memory in bytes at the last sample (0: not known).
+    pub fn memory(&self) -> u64 {
+        self.memory.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Its resident memory when it was ready, before any session (0: not known).
+    pub fn baseline(&self) -> u64 {
+        self.baseline.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A new process serves the slot: its memory now is the baseline.
+    fn started(&self, process: &Process) {
+        use std::sync::atomic::Ordering;
+        let rss = process.rss().unwrap_or(0);
+        self.baseline.store(rss, Ordering::Relaxed);
+        self.memory.store(rss, Ordering::Relaxed);
+    }
+
+    fn sample(&self, process: &Process) {
+        if let Some(rss) = process.rss() {
+            self.memory.store(rss, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn add(&self, generation: u64) {
@@ -320,6 +349,8 @@ pub struct Workers {
     slots: Vec<watch::Receiver<Endpoint>>,
     /// Each slot's open websockets per generation, in slot order.
     connections: Vec<Arc<Processes>>,
+    /// Each slot's supervisor, in slot order.
+    commands: Vec<tokio::sync::mpsc::Sender<Command>>,
     /// The private directory of their sockets.
     dir: PathBuf,
 }
@@ -327,14 +358,22 @@ pub struct Workers {
 impl Workers {
     /// The slots, in slot order, and the directory of their sockets.
     pub fn new(slots: Vec<Slot>, dir: PathBuf) -> Workers {
-        let (slots, connections) = slots
-            .into_iter()
-            .map(|s| (s.endpoint, s.connections))
-            .unzip();
-        Workers {
-            slots,
-            connections,
+        let mut workers = Workers {
             dir,
+            ..Workers::default()
+        };
+        for s in slots {
+            workers.slots.push(s.endpoint);
+            workers.connections.push(s.connections);
+            workers.commands.push(s.commands);
+        }
+        workers
+    }
+
+    /// Tells slot `worker`'s process of `generation` to discard these idle sessions now.
+    pub async fn expire(&self, worker: usize, generation: u64, ids: Vec<String>) {
+        if let Some(commands) = self.commands.get(worker) {
+            let _ = commands.send(Command::Expire { generation, ids }).await;
         }
     }
 
@@ -404,7 +443,18 @@ pub enum Command {
         /// The answer.
         done: tokio::sync::oneshot::Sender<Result<u64, String>>,
     },
+    /// Discard these idle sessions of `generation` now (the gateway dropped them to free
+    /// memory); ignored if that generation no longer serves.
+    Expire {
+        /// The generation they live in.
+        generation: u64,
+        /// Their signed ids.
+        ids: Vec<String>,
+    },
 }
+
+/// How often each slot's current process's resident memory is read.
+pub const MEMORY_SAMPLE: Duration = Duration::from_millis(500);
 
 /// One supervised worker slot, as the gateway holds it.
 pub struct Slot {
@@ -444,7 +494,8 @@ pub async fn supervise(
     });
     let tx = Arc::new(tx);
     let connections = Arc::new(Processes::default());
-    let (commands, mut requests) = tokio::sync::mpsc::channel(4);
+    connections.started(&first);
+    let (commands, mut requests) = tokio::sync::mpsc::channel(64);
     let slot = Slot {
         endpoint: rx,
         connections: connections.clone(),
@@ -454,8 +505,15 @@ pub async fn supervise(
         let mut process = first;
         let mut generation = 1;
         let mut backoff = Duration::from_millis(200);
+        let mut sample = tokio::time::interval(MEMORY_SAMPLE);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sample.tick() => {
+                    connections.sample(&process);
+                    continue;
+                }
+
                 status = process.wait() => {
                     if *shutdown.borrow() { return; }
                     tracing::warn!(worker = index, %status, "worker exited; restarting");
@@ -466,10 +524,20 @@ pub async fn supervise(
                     connections.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tx.send_modify(|e| { e.up = false; e.generation = generation; });
                 }
-                Some(Command::Reload { drain, done }) = requests.recv() => {
+                Some(command) = requests.recv() => {
+                    let (drain, done) = match command {
+                        Command::Reload { drain, done } => (drain, done),
+                        Command::Expire { generation: g, ids } => {
+                            if g == generation {
+                                process.expire(&ids).await;
+                            }
+                            continue;
+                        }
+                    };
                     let next = Target { slot: index, generation: generation + 1 };
                     match start(&spec, next).await {
                         Ok(p) => {
+                            connections.started(&p);
                             let old = std::mem::replace(&mut process, p);
                             let old_generation = generation;
                             generation = next.generation;
@@ -510,6 +578,7 @@ pub async fn supervise(
                 .await
                 {
                     Ok(p) => {
+                        connections.started(&p);
                         process = p;
                         backoff = Duration::from_millis(200);
                         tx.send_modify(|e| e.up = true);

@@ -29,9 +29,47 @@ const TAIL_LINES: usize = 30;
 
 const BOOTSTRAP: &str = r#"
 import os, sys, threading
-def _watch():
+def _contexts():
+    # The server's application contexts, found once: made at start-up, never replaced.
+    global _found
+    if _found is None:
+        import gc
+        from bokeh.server.contexts import ApplicationContext
+        _found = [o for o in gc.get_objects() if isinstance(o, ApplicationContext)]
+    return _found
+_found = None
+async def _discard(ctx, ids):
+    for sid in ids:
+        s = ctx._sessions.get(sid)
+        if s is not None and s.connection_count == 0:
+            s.request_expiration()
+    # Discards only sessions whose expiration was asked for: no linger is that long.
+    await ctx._cleanup_sessions(1 << 62)
+    _trim()
+def _trim():
+    # Hands freed memory back, so the worker's RSS, which the gateway bounds, falls.
+    import gc, ctypes
+    gc.collect()
     try:
-        sys.stdin.buffer.read()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except Exception:
+        pass
+def _command(line):
+    # "expire ID...": the gateway dropped these idle sessions; free their memory now.
+    words = line.decode("ascii", "replace").split()
+    if len(words) < 2 or words[0] != "expire":
+        return
+    for ctx in _contexts():
+        if ctx.io_loop is not None and any(i in ctx._sessions for i in words[1:]):
+            ctx.io_loop.add_callback(_discard, ctx, words[1:])
+def _watch():
+    # The gateway holds stdin open for the worker's life and writes commands on it.
+    try:
+        for line in sys.stdin.buffer:
+            try:
+                _command(line)
+            except Exception as e:
+                sys.stderr.write("tether-bootstrap: command failed: %r\n" % (e,))
     finally:
         os._exit(0)
 threading.Thread(target=_watch, daemon=True).start()
@@ -89,8 +127,9 @@ pub struct Process {
     /// Recent output lines, for explaining a crash.
     tail: Arc<Mutex<VecDeque<String>>>,
     /// Held open for the worker's life: its closing (even by our death) ends the worker.
-    /// Kept out of `child`, because `Child::wait` closes the stdin it holds.
-    _lifeline: Option<tokio::process::ChildStdin>,
+    /// Kept out of `child`, because `Child::wait` closes the stdin it holds. Commands to the
+    /// worker ([`Process::expire`]) are lines written on it.
+    lifeline: Option<tokio::process::ChildStdin>,
 }
 
 impl Process {
@@ -111,6 +150,30 @@ impl Process {
         self.child.id()
     }
 
+    /// Tells the worker to discard these sessions now, if no websocket holds them, and to
+    /// hand the memory back: the gateway dropped them from its registry.
+    pub async fn expire(&mut self, ids: &[String]) {
+        use tokio::io::AsyncWriteExt;
+        let Some(pipe) = self.lifeline.as_mut() else {
+            return;
+        };
+        // Signed session ids are base64url and dots: no spaces or line ends to escape.
+        let mut line = String::from("expire");
+        for id in ids {
+            line.push(' ');
+            line.push_str(id);
+        }
+        line.push('\n');
+        if let Err(e) = pipe.write_all(line.as_bytes()).await {
+            tracing::warn!(error = %e, "cannot tell a worker to discard sessions");
+        }
+    }
+
+    /// The worker's resident memory, in bytes, read from `/proc`.
+    pub fn rss(&self) -> Option<u64> {
+        resident_bytes(self.pid()?)
+    }
+
     fn tail_text(&self) -> String {
         self.tail
             .lock()
@@ -120,6 +183,14 @@ impl Process {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS`), or `None` once it is gone.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A release number, `major.minor.patch`; pre-release and local suffixes are dropped.
@@ -241,7 +312,7 @@ pub async fn start(spec: &WorkerSpec, target: Target) -> Result<Process, WorkerE
         socket,
         child,
         tail,
-        _lifeline: lifeline,
+        lifeline,
     };
     wait_ready(&mut process, spec).await?;
     tracing::info!(worker = index, pid = process.pid(), "worker ready");

@@ -1,0 +1,128 @@
+//! `--worker-memory`: a bound on each worker's resident memory, kept by dropping idle live
+//! sessions, least recently used first. Every user can be restored, so an idle live session
+//! is only a speed-up; memory is what runs out.
+//!
+//! A worker's memory is read every [`super::MEMORY_SAMPLE`], but visitors come faster than
+//! that, so between samples it is predicted: the last reading plus what each session added
+//! since, at the worker's own measured cost per session.
+
+/// What is known of one worker slot's memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauge {
+    /// Resident bytes at the last sample (0: none yet).
+    rss: u64,
+    /// Live sessions on the slot at that sample.
+    sessions: usize,
+    /// Bytes each live session adds, as last measured; 0 until a sample with sessions.
+    per_session: u64,
+}
+
+/// No session is taken to cost less than this, so a noisy sample cannot make the bound lax.
+const MIN_PER_SESSION: u64 = 64 << 10;
+
+impl Gauge {
+    /// A new reading: `rss` resident bytes with `sessions` live sessions, of a process that
+    /// used `baseline` bytes before its first session.
+    pub fn observe(&mut self, rss: u64, baseline: u64, sessions: usize) {
+        if rss == 0 {
+            return;
+        }
+        if sessions > 0 && baseline > 0 {
+            let per = rss.saturating_sub(baseline) / sessions as u64;
+            self.per_session = per.max(MIN_PER_SESSION);
+        }
+        self.rss = rss;
+        self.sessions = sessions;
+    }
+
+    /// The bytes each live session is measured to add (0: not yet known).
+    pub fn per_session(&self) -> u64 {
+        self.per_session
+    }
+
+    /// The memory predicted with `sessions` live sessions now.
+    pub fn predicted(&self, sessions: usize) -> u64 {
+        let more = sessions as i64 - self.sessions as i64;
+        let delta = more.unsigned_abs() * self.per_session;
+        if more >= 0 {
+            self.rss + delta
+        } else {
+            self.rss.saturating_sub(delta)
+        }
+    }
+
+    /// Whether one more session fits under `bound` beside `sessions` live ones, leaving room
+    /// for one more yet: when a new session takes an idle one's place, the worker may build
+    /// the new one before it has freed the old.
+    pub fn has_room(&self, bound: u64, sessions: usize) -> bool {
+        self.rss == 0 || self.predicted(sessions) + 2 * self.per_session <= bound
+    }
+
+    /// How many of `sessions` live sessions must go to bring the prediction under `bound`
+    /// less one session's room (see [`Gauge::has_room`]): at least one while it is over, all
+    /// of them at most.
+    pub fn excess(&self, bound: u64, sessions: usize) -> usize {
+        let predicted = self.predicted(sessions);
+        let target = bound.saturating_sub(self.per_session);
+        if self.rss == 0 || predicted <= target {
+            return 0;
+        }
+        let over = predicted - target;
+        let n = match self.per_session {
+            0 => 1,
+            per => over.div_ceil(per) as usize,
+        };
+        n.clamp(1, sessions.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_cost_of_a_session_is_learned_from_the_worker_and_predicts_between_samples() {
+        let mut g = Gauge::default();
+        // Nothing read yet: nothing is refused on a guess.
+        assert!(g.has_room(100 * MIB, 0));
+        assert_eq!(g.excess(100 * MIB, 5), 0);
+        g.observe(60 * MIB, 50 * MIB, 0);
+        assert_eq!(g.per_session(), 0, "no session, no cost measured");
+        g.observe(70 * MIB, 50 * MIB, 4);
+        assert_eq!(g.per_session(), 5 * MIB);
+        // 6 more sessions since the sample: 70 + 30 MiB.
+        assert_eq!(g.predicted(10), 100 * MIB);
+        // Room for one more and the one after it: 100 + 2 × 5 MiB.
+        assert!(g.has_room(110 * MIB, 10));
+        assert!(!g.has_room(109 * MIB, 10));
+        // Sessions dropped since the sample lower the prediction before the worker shows it.
+        assert_eq!(g.predicted(2), 60 * MIB);
+    }
+
+    #[test]
+    fn a_worker_over_its_bound_sheds_enough_sessions_to_come_under_it() {
+        let mut g = Gauge::default();
+        g.observe(100 * MIB, 50 * MIB, 10);
+        // One session's room is kept under the bound.
+        assert_eq!(
+            g.excess(105 * MIB, 10),
+            0,
+            "at the bound less one is not over it"
+        );
+        assert_eq!(g.excess(94 * MIB, 10), 3, "11 MiB over at 5 MiB a session");
+        assert_eq!(g.excess(10 * MIB, 10), 10, "never more than there are");
+        // A process that grows with no session of its own still sheds one at a time.
+        let mut g = Gauge::default();
+        g.observe(100 * MIB, 0, 3);
+        assert_eq!(g.excess(90 * MIB, 3), 1);
+    }
+
+    #[test]
+    fn a_noisy_sample_cannot_make_a_session_free() {
+        let mut g = Gauge::default();
+        g.observe(50 * MIB, 60 * MIB, 5);
+        assert_eq!(g.per_session(), MIN_PER_SESSION);
+    }
+}
