@@ -62,6 +62,9 @@ impl Options {
                     budget: Duration::from_secs(5),
                     idle_tabs: self.idle_tabs,
                     checkpoints: vec![self.idle_tabs / 2],
+                    active_tabs: vec![10, 50],
+                    active_rate: 200.0,
+                    active_phase: Duration::from_secs(2),
                 },
             )
         } else {
@@ -86,6 +89,9 @@ impl Options {
                     budget: Duration::from_secs(60),
                     idle_tabs: self.idle_tabs,
                     checkpoints: vec![1000, 2500, 5000],
+                    active_tabs: vec![10, 100, 1000],
+                    active_rate: 500.0,
+                    active_phase: Duration::from_secs(12),
                 },
             )
         }

@@ -22,9 +22,11 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::client::{change_patch, Browser};
+use std::collections::BTreeMap;
+
+use crate::client::{change_patch, Browser, Tab};
 use crate::procs;
-use crate::scenarios::{change_and_patch, rotated, WIDGETS_APP};
+use crate::scenarios::{change_and_patch, rotated, Cpu, WIDGETS_APP};
 use crate::setups::{Kind, Setup, Tools, Worker};
 use crate::stats::{ms, Row};
 
@@ -106,6 +108,23 @@ pub struct Plan {
     pub idle_tabs: usize,
     /// Tab counts at which tether's RSS is read on the way.
     pub checkpoints: Vec<usize>,
+    /// Numbers of concurrently active tabs for the cost curve; empty skips it.
+    pub active_tabs: Vec<usize>,
+    /// Changes per second all active tabs send together, whatever their number.
+    pub active_rate: f64,
+    /// How long each point of the curve is measured.
+    pub active_phase: Duration,
+}
+
+/// One point of the cost curve: `tabs` tabs sharing one rate of changes.
+#[derive(Debug, Default)]
+pub struct Active {
+    /// Concurrently active tabs.
+    pub tabs: usize,
+    /// Round trip of each change (its OK and the patch back), per setup.
+    pub round_trip: Row,
+    /// The proxy's CPU over the phase (setups with a proxy only).
+    pub cpu: BTreeMap<Kind, Cpu>,
 }
 
 /// Results against the stand-in.
@@ -114,6 +133,8 @@ pub struct StandIn {
     /// Round trip (a change in, its OK and a patch back), in milliseconds.
     pub echo: Row,
     pub idle: Option<Idle>,
+    /// Costs at each number of active tabs, in [`Plan::active_tabs`] order.
+    pub curve: Vec<Active>,
 }
 
 /// The most idle tabs tether can hold under this process's open-files limit, and why if
@@ -177,6 +198,20 @@ pub async fn run(tools: &Tools, kinds: &[Kind], plan: &Plan) -> anyhow::Result<S
     for t in tabs {
         t.close().await;
     }
+    for (i, &n) in plan.active_tabs.iter().enumerate() {
+        eprintln!(
+            "tether-bench: {n} active tabs sharing {} changes/s",
+            plan.active_rate
+        );
+        let mut point = Active {
+            tabs: n,
+            ..Active::default()
+        };
+        for &s in &rotated(&idx, i) {
+            active(&setups[s], n, plan, &mut point).await?;
+        }
+        out.curve.push(point);
+    }
     for s in setups {
         if s.kind == Kind::Tether && plan.idle_tabs > 0 {
             let mut idle = idle_tabs(&s, goal, &plan.checkpoints).await?;
@@ -233,4 +268,67 @@ async fn idle_tabs(setup: &Setup, goal: usize, checkpoints: &[usize]) -> anyhow:
         h.abort();
     }
     Ok(out)
+}
+
+/// Opens `n` tabs through `setup`, then for [`Plan::active_phase`] has them send
+/// [`Plan::active_rate`] changes a second between them, each tab on its own clock, staggered;
+/// records each round trip and the proxy's CPU over the phase into `point`.
+async fn active(setup: &Setup, n: usize, plan: &Plan, point: &mut Active) -> anyhow::Result<()> {
+    let addr = setup.addr;
+    let opened: Vec<anyhow::Result<Tab>> = stream::iter(0..n)
+        .map(|_| async move { Browser::new().open(addr, WIDGETS_APP).await })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let tabs = opened.into_iter().collect::<anyhow::Result<Vec<Tab>>>()?;
+    // Each tab sends once per period; n tabs together send `active_rate` a second.
+    let period = Duration::from_secs_f64(n as f64 / plan.active_rate);
+    let clock = procs::clock_ticks();
+    let before = setup.front_cpu_ticks();
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + plan.active_phase;
+    let runs = tabs.into_iter().enumerate().map(|(i, mut tab)| {
+        tokio::spawn(async move {
+            let mut times = Vec::new();
+            let mut next = start + period.mul_f64(i as f64 / n as f64);
+            let mut k = 0u64;
+            while next < end {
+                tokio::time::sleep_until(next).await;
+                let v = i as u64 * 1_000_000 + k;
+                let patch = change_patch("p1", "value", json!(v));
+                let t0 = Instant::now();
+                change_and_patch(&mut tab, &patch, &format!("\"new\":{v}"), 0).await?;
+                times.push(ms(t0.elapsed()));
+                k += 1;
+                // A late answer skips the sends it overran rather than bunching them.
+                while next <= Instant::now() {
+                    next += period;
+                }
+            }
+            tab.close().await;
+            anyhow::Ok(times)
+        })
+    });
+    let results = futures_util::future::join_all(runs).await;
+    let wall = ms(start.elapsed().min(plan.active_phase));
+    let after = setup.front_cpu_ticks();
+    let mut round_trips = 0;
+    for r in results {
+        for t in r.context("an active tab's task")?? {
+            point.round_trip.push(setup.kind, t);
+            round_trips += 1;
+        }
+    }
+    if let (Some(before), Some(after)) = (before, after) {
+        point.cpu.insert(
+            setup.kind,
+            Cpu {
+                // A change in, its OK and a patch out.
+                messages: 3 * round_trips,
+                cpu_ms: (after - before) as f64 * 1000.0 / clock as f64,
+                wall_ms: wall,
+            },
+        );
+    }
+    Ok(())
 }

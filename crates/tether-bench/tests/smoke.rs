@@ -79,6 +79,18 @@ fn quick_mode_measures_every_part() {
     }
     assert_eq!(v["idle"]["reached"], 200, "{}", v["idle"]);
     assert!(v["idle"]["rss_kib_per_tab"].as_f64().unwrap() > 0.0);
+    // The cost curve: each point has round trips through both setups and tether's CPU.
+    let curve = v["active_tabs_curve"].as_array().expect("a cost curve");
+    assert_eq!(curve.len(), 2, "{curve:?}");
+    for point in curve {
+        for setup in ["direct", "tether"] {
+            assert!(
+                point["round_trip_ms"][setup]["n"].as_u64().unwrap_or(0) > 0,
+                "{point}"
+            );
+        }
+        assert!(point["cpu"]["tether"]["count"].as_u64().unwrap_or(0) > 0, "{point}");
+    }
     assert!(std::fs::read_to_string(out.path().join("results.md"))
         .unwrap()
         .contains("| widget round trip | tether |"));
