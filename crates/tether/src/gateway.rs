@@ -255,14 +255,15 @@ impl Gateway {
         }
     }
 
-    /// A new visitor was refused at `--max-sessions`: counted, and logged at most every 10 s.
+    /// A new visitor was refused at `--max-sessions` or `--worker-memory` (every session
+    /// connected): counted, and logged at most every 10 s.
     pub fn session_refused(&self) {
         let refused = self.metrics.session_refused();
         if self.session_refusals.due() {
             tracing::warn!(
                 max = self.config.limits.max_sessions,
                 refused,
-                "session limit reached; refusing new visitors until sessions expire"
+                "session limit reached with every live session connected; refusing new visitors until a tab closes"
             );
         }
     }

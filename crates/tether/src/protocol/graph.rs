@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::anchor::{push_pair, Names};
-use super::event::{parse_patch, Event};
+use super::event::{parse_patch, Event, Seen};
 use super::walk::{escape_segment, members, ref_id, Def, Edge, Walk};
 use super::ProtocolError;
 
@@ -119,6 +119,27 @@ impl Graph {
     pub fn apply_events(&mut self, events: &[Event<'_>]) -> Result<(), ProtocolError> {
         for event in events {
             self.apply_event(event)?;
+        }
+        self.end_patch();
+        Ok(())
+    }
+
+    /// Apply the events of one whole patch as [`super::scan_patch`] read them, in order.
+    pub fn apply_seen(&mut self, seen: &[Seen<'_>]) -> Result<(), ProtocolError> {
+        for s in seen {
+            match s {
+                Seen::Event(event) => self.apply_event(event)?,
+                // New data in a data source changes no reference.
+                Seen::Columns { .. } => {}
+                Seen::PlainChange { model, attr } => {
+                    // The new value refers to no model: whatever the attribute held is gone.
+                    if let Some(node) = self.nodes.get_mut(*model) {
+                        if node.attrs.remove(*attr).is_some() {
+                            self.index = None;
+                        }
+                    }
+                }
+            }
         }
         self.end_patch();
         Ok(())
@@ -255,6 +276,15 @@ impl Graph {
         let had_edges = node.attrs.contains_key(attr);
         if !had_edges && !new.get().contains('{') {
             return Ok(()); // the common case: a scalar change, no references before or after
+        }
+        // Every definition and every reference has an "id" key: a value without one (a
+        // data source's columns, megabytes of numbers) refers to no model, and is not walked.
+        if !new.get().contains("\"id\"") {
+            if had_edges {
+                node.attrs.remove(attr);
+                self.index = None;
+            }
+            return Ok(());
         }
         let mut walk = Walk::default();
         walk.value(new, &mut String::new(), 0)?;

@@ -201,6 +201,22 @@ fn big_column_data_is_scanned_not_walked() {
 }
 
 #[test]
+fn a_value_that_refers_to_no_model_drops_the_references_the_attribute_had() {
+    let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
+    let (child, _) = at(&mut g, "r0/children/0");
+    let root = g.roots().next().unwrap().to_owned();
+    let patch = format!(
+        r#"{{"events":[{{"kind":"ModelChanged","model":{{"id":"{root}"}},"attr":"children","new":[]}}]}}"#
+    );
+    g.apply_patch(patch.as_bytes()).unwrap();
+    assert!(
+        g.path_of(&child).is_none(),
+        "{child} is no longer reachable"
+    );
+    assert!(g.id_at("r0/children/0").is_none());
+}
+
+#[test]
 fn malformed_documents_and_patches_are_errors() {
     let bad_pulls: &[&str] = &[
         "",
@@ -237,11 +253,21 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
                 Graph::from_pull_reply(pull.as_bytes()).is_err(),
                 "depth {depth}"
             );
+            // In a patch, a deep value that names no model is not walked at all: the root's
+            // children are simply gone. With a reference inside, it is walked, and refused.
             let patch = format!(
                 r#"{{"events":[{{"kind":"ModelChanged","model":{{"id":"p1048"}},"attr":"children","new":{value}}}]}}"#
             );
             let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
-            assert!(g.apply_patch(patch.as_bytes()).is_err(), "depth {depth}");
+            if g.apply_patch(patch.as_bytes()).is_ok() {
+                assert!(g.id_at("r0/children/0").is_none(), "depth {depth}");
+            }
+            let with_ref = patch
+                .replacen(r#""new":["#, r#""new":[{"id":"p1065"},"#, 1)
+                .replacen(r#""new":{"a":"#, r#""new":{"b":{"id":"p1065"},"a":"#, 1);
+            assert!(with_ref.contains(r#"{"id":"p1065"}"#));
+            let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
+            assert!(g.apply_patch(with_ref.as_bytes()).is_err(), "depth {depth}");
         }
     }
     // Nested model definitions count towards the limit too.
@@ -252,4 +278,97 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     }
     let pull = format!(r#"{{"doc":{{"roots":[{nested}]}}}}"#);
     assert!(Graph::from_pull_reply(pull.as_bytes()).is_err());
+}
+
+/// The graph after each patch, and the slots each touched, read both ways: in full
+/// (`parse_patch`) and as the relay reads worker patches (`scan_patch`).
+fn both_ways(patches: &[String]) -> [(Vec<ModelAt>, Vec<Vec<String>>); 2] {
+    let run = |scan: bool| {
+        let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
+        let mut touched = Vec::new();
+        for p in patches {
+            let seen: Vec<Seen<'_>> = if scan {
+                crate::protocol::scan_patch(p.as_bytes()).unwrap()
+            } else {
+                parse_patch(p.as_bytes())
+                    .unwrap()
+                    .into_iter()
+                    .map(Seen::Event)
+                    .collect()
+            };
+            touched.push(crate::record::causal::touched(&mut g, &seen));
+            g.apply_seen(&seen).unwrap();
+        }
+        let mut models = g.models();
+        models.sort_by(|a, b| a.path.cmp(&b.path));
+        (models, touched)
+    };
+    [run(false), run(true)]
+}
+
+#[test]
+fn big_plain_changes_are_located_not_parsed_and_leave_the_same_graph() {
+    let mut g = Graph::from_pull_reply(S1_PULL.as_bytes()).unwrap();
+    let root = g.roots().next().unwrap().to_owned();
+    let source = at(&mut g, "r0/children/0/source").0;
+    let numbers: Vec<String> = (0..20_000).map(|i| format!("{i}.25")).collect();
+    let numbers = numbers.join(",");
+    let change = |model: &str, attr: &str, new: &str| {
+        format!(
+            r#"{{"events":[{{"kind":"ModelChanged","model":{{"id":"{model}"}},"attr":"{attr}","new":{new}}}]}}"#
+        )
+    };
+    let data = format!(r#"{{"type":"map","entries":[["x",[{numbers}]],["y",[{numbers}]]]}}"#);
+    let patches = vec![
+        // Columns of numbers: located only.
+        change(&source, "data", &data),
+        // A big value that defines a model is parsed in full.
+        change(
+            &source,
+            "selected",
+            &format!(
+                r#"{{"type":"object","name":"Selection","id":"p9001","attributes":{{"indices":[{}]}}}}"#,
+                (0..5000)
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ),
+        // New columns, and streamed ones, as Bokeh sends `source.data = ...` and `stream`.
+        format!(
+            r#"{{"events":[{{"kind":"ColumnDataChanged","model":{{"id":"{source}"}},"attr":"data","data":{data},"cols":["x","y"]}}]}}"#
+        ),
+        format!(
+            r#"{{"events":[{{"kind":"ColumnsStreamed","model":{{"id":"{source}"}},"attr":"data","data":{data},"rollover":null}}]}}"#
+        ),
+        // The layout's children replaced by a big list of plain values: every child is gone.
+        change(&root, "children", &format!("[{numbers}]")),
+    ];
+    assert!(matches!(
+        crate::protocol::scan_patch(patches[2].as_bytes()).unwrap()[..],
+        [Seen::Columns { .. }]
+    ));
+    assert!(matches!(
+        crate::protocol::scan_patch(patches[0].as_bytes()).unwrap()[..],
+        [Seen::PlainChange { .. }]
+    ));
+    assert!(matches!(
+        crate::protocol::scan_patch(patches[1].as_bytes()).unwrap()[..],
+        [Seen::Event(_)]
+    ));
+    let [full, scanned] = both_ways(&patches);
+    assert_eq!(full, scanned);
+    assert!(full.1.iter().all(|t| !t.is_empty()), "{:?}", full.1);
+    assert!(
+        full.0.iter().all(|m| !m.path.starts_with("r0/children")),
+        "the children are gone: {:?}",
+        full.0
+    );
+}
+
+#[test]
+fn recorded_worker_patches_read_the_same_either_way() {
+    let patches: Vec<String> = S1_CLICK_PATCH.lines().map(str::to_owned).collect();
+    let [full, scanned] = both_ways(&patches);
+    assert_eq!(full, scanned);
 }

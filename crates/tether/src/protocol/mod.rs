@@ -10,7 +10,9 @@ pub mod frame;
 pub mod graph;
 mod walk;
 
-pub use event::{build_patch, event_json, parse_patch, patch_of, BokehEvent, Event};
+pub use event::{
+    build_patch, event_json, parse_patch, patch_of, scan_patch, BokehEvent, Event, Seen,
+};
 pub use frame::{Assembler, Header, Message, MessageLimits, Part};
 pub use graph::{slot, Graph, ModelAt};
 

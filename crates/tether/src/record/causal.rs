@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use super::{Entry, PATH_KEY};
-use crate::protocol::{slot, Event, Graph};
+use crate::protocol::{slot, Event, Graph, Seen};
 
 /// Most distinct slots kept per step; past it a step counts as touching everything, which
 /// only makes the restore wait more, never wrongly.
@@ -23,14 +23,29 @@ pub const EVERYTHING: &str = "";
 ///
 /// Models the patch itself defines have no path yet; they hang off a slot of a model that
 /// already had one, which is what is reported.
-pub fn touched(graph: &mut Graph, events: &[Event<'_>]) -> Vec<String> {
+pub fn touched(graph: &mut Graph, events: &[Seen<'_>]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |s: String| {
         if !out.contains(&s) {
             out.push(s);
         }
     };
-    for event in events {
+    for seen in events {
+        let event = match seen {
+            Seen::Event(event) => event,
+            Seen::PlainChange { model, attr } => {
+                if let Some(at) = graph.path_of(model) {
+                    add(slot(&at.path, attr));
+                }
+                continue;
+            }
+            Seen::Columns { model } => {
+                if let Some(at) = graph.path_of(model) {
+                    add(slot(&at.path, "data"));
+                }
+                continue;
+            }
+        };
         let (model, attr) = match event {
             Event::ModelChanged { model, attr, .. } => (model.as_str(), attr.as_str()),
             Event::ColumnDataChanged { model, .. }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::protocol::{parse_patch, Assembler, Graph, Message, MessageLimits, Part};
+use crate::protocol::{scan_patch, Assembler, Graph, Message, MessageLimits, Part};
 use crate::record::causal;
 
 /// Prefix of the message ids the gateway sends itself; replies to them never reach a browser.
@@ -160,7 +160,7 @@ where
                 let Some(g) = self.graph.as_mut() else {
                     return Vec::new();
                 };
-                let events = match parse_patch(msg.content()) {
+                let events = match scan_patch(msg.content()) {
                     Ok(events) => events,
                     Err(e) => {
                         tracing::debug!(error = %e, "patch not understood");
@@ -173,7 +173,7 @@ where
                 } else {
                     Vec::new()
                 };
-                if let Err(e) = g.apply_events(&events) {
+                if let Err(e) = g.apply_seen(&events) {
                     tracing::debug!(error = %e, "patch not understood");
                 }
                 return touched;

@@ -32,7 +32,7 @@ import os, sys, threading
 def _contexts():
     # The server's application contexts, found once: made at start-up, never replaced.
     global _found
-    if _found is None:
+    if not _found:
         import gc
         from bokeh.server.contexts import ApplicationContext
         _found = [o for o in gc.get_objects() if isinstance(o, ApplicationContext)]
