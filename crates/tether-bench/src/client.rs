@@ -61,14 +61,18 @@ impl Browser {
         }
     }
 
-    /// GETs `/<app>` on a fresh connection, as a first visit does; keeps any cookie.
-    pub async fn page(&mut self, addr: SocketAddr, app: &str) -> anyhow::Result<Page> {
+    /// GETs `path` on a fresh connection; keeps any cookie. Returns the status and body.
+    async fn fetch(
+        &mut self,
+        addr: SocketAddr,
+        path: &str,
+    ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let mut req = Request::get(format!("/{app}")).header(HOST, addr.to_string());
+        let mut req = Request::get(path).header(HOST, addr.to_string());
         if let Some(c) = self.cookie_header() {
             req = req.header(COOKIE, c);
         }
@@ -85,9 +89,14 @@ impl Browser {
             let body = resp.into_body().collect().await?.to_bytes();
             anyhow::Ok((status, body))
         };
-        let (status, body) = tokio::time::timeout(REPLY_TIMEOUT, exchange)
+        tokio::time::timeout(REPLY_TIMEOUT, exchange)
             .await
-            .map_err(|_| anyhow!("GET /{app} on {addr} took over {REPLY_TIMEOUT:?}"))??;
+            .map_err(|_| anyhow!("GET {path} on {addr} took over {REPLY_TIMEOUT:?}"))?
+    }
+
+    /// GETs `/<app>` on a fresh connection, as a first visit does; keeps any cookie.
+    pub async fn page(&mut self, addr: SocketAddr, app: &str) -> anyhow::Result<Page> {
+        let (status, body) = self.fetch(addr, &format!("/{app}")).await?;
         let html = String::from_utf8_lossy(&body);
         if !status.is_success() {
             bail!(
@@ -313,6 +322,16 @@ impl Tab {
     pub async fn idle(mut self) {
         while let Some(Ok(_)) = self.ws.next().await {}
     }
+}
+
+/// The body of `GET path`, when it answers 200.
+pub async fn get_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let (status, body) = Browser::new().fetch(addr, path).await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "GET {path} on {addr} answered {status}"
+    );
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A PATCH-DOC setting `attr` of model `id`, as BokehJS sends a widget change.

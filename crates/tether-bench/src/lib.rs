@@ -1,8 +1,10 @@
 //! tether-bench drives simulated browsers over the real Bokeh protocol against three setups
 //! in one run, interleaved: direct `panel serve`, tether, and nginx as a plain reverse proxy.
 //! It reports medians, p99s and ratios to direct, tether's restore time and CPU per message,
-//! and tether's memory per idle websocket. `run` is what `main` calls, and so does the smoke test.
+//! and tether's memory per idle websocket, how those costs grow with the tabs, and what a live
+//! session costs its worker. `run` is what `main` calls, and so does the smoke test.
 
+pub mod cache;
 pub mod client;
 pub mod procs;
 pub mod report;
@@ -39,7 +41,7 @@ pub struct Options {
 }
 
 impl Options {
-    fn plans(&self) -> (scenarios::Plan, restore::Plan, standin::Plan) {
+    fn plans(&self) -> (scenarios::Plan, restore::Plan, standin::Plan, cache::Plan) {
         if self.quick {
             (
                 scenarios::Plan {
@@ -65,6 +67,12 @@ impl Options {
                     active_tabs: vec![10, 50],
                     active_rate: 200.0,
                     active_phase: Duration::from_secs(2),
+                },
+                cache::Plan {
+                    sessions: 3,
+                    flood: 8,
+                    room: 3,
+                    budget: Duration::from_secs(20),
                 },
             )
         } else {
@@ -92,6 +100,12 @@ impl Options {
                     active_tabs: vec![10, 100, 1000],
                     active_rate: 500.0,
                     active_phase: Duration::from_secs(12),
+                },
+                cache::Plan {
+                    sessions: 20,
+                    flood: 100,
+                    room: 10,
+                    budget: Duration::from_secs(120),
                 },
             )
         }
@@ -144,7 +158,7 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Results> {
     opts.tools.logs = logs;
     opts.tools.work = work.path().to_owned();
     let tools = &opts.tools;
-    let (plan, restore_plan, standin_plan) = opts.plans();
+    let (plan, restore_plan, standin_plan, cache_plan) = opts.plans();
     let mut facts = vec![
         (
             "mode".into(),
@@ -190,11 +204,17 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Results> {
         t.stop().await?;
     }
     let standin = standin::run(tools, &opts.setups, &standin_plan).await?;
+    let cache = if opts.setups.contains(&Kind::Tether) {
+        Some(cache::run(tools, &cache_plan).await?)
+    } else {
+        None
+    };
     let results = Results {
         facts,
         three_way: Some(three_way),
         restores,
         standin: Some(standin),
+        cache,
         runtime_secs: t0.elapsed().as_secs_f64(),
     };
     std::fs::write(opts.out.join("results.md"), results.to_markdown())?;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use crate::cache::Cache;
 use crate::restore::Restores;
 use crate::scenarios::{Cpu, ThreeWay};
 use crate::setups::Kind;
@@ -18,6 +19,7 @@ pub struct Results {
     pub three_way: Option<ThreeWay>,
     pub restores: Option<Restores>,
     pub standin: Option<StandIn>,
+    pub cache: Option<Cache>,
     /// Wall time of the whole run, in seconds.
     pub runtime_secs: f64,
 }
@@ -206,6 +208,18 @@ impl Results {
                 });
             }
         }
+        if let Some(c) = &self.cache {
+            t.push(Target {
+                what:
+                    "a flood of new visitors under --worker-memory: no 503, memory under the bound",
+                value: format!(
+                    "{} refused, peak {:.1}% of the bound",
+                    c.refused,
+                    c.peak_kib as f64 * 100.0 / c.bound_kib.max(1) as f64
+                ),
+                met: Some(c.refused == 0 && c.peak_kib <= c.bound_kib),
+            });
+        }
         let kib = idle(self).map(Idle::per_tab_kib);
         t.push(Target {
             what: "<= 16 KiB RSS per idle websocket",
@@ -235,6 +249,11 @@ impl Results {
             v["large_patch_bytes"] = json!(w.patch_bytes);
             v["cpu_per_message"] = cpu_json(&w.cpu);
             v["cpu_per_large_patch"] = cpu_json(&w.patch_cpu);
+        }
+        if let Some(c) = &self.cache {
+            v["session_cache"] = json!({"first_kib": c.first_kib, "per_session_kib": c.per_session_kib,
+                "sessions": c.sessions, "bound_kib": c.bound_kib, "served": c.served,
+                "refused": c.refused, "peak_kib": c.peak_kib, "evicted": c.evicted});
         }
         if let Some(s) = &self.standin {
             v["standin_round_trip_ms"] = s.echo.to_json();
@@ -364,6 +383,27 @@ impl Results {
         }
         if let Some(st) = self.standin.as_ref().filter(|st| !st.curve.is_empty()) {
             curve_table(&mut s, &st.curve);
+        }
+        if let Some(c) = &self.cache {
+            let _ = write!(
+                s,
+                "\n## Live sessions as a cache (tether, demo app, one Panel worker)\n\n\
+                 - worker memory with its first session: {} KiB; each further live session \
+                 added {:.0} KiB (over {} sessions)\n\
+                 - `--worker-memory {}KiB` (the first session and {:.0} more): {} new visitors \
+                 served, {} refused; the worker's memory peaked at {} KiB ({:.1}% of the \
+                 bound); {} idle sessions dropped for memory\n",
+                c.first_kib,
+                c.per_session_kib,
+                c.sessions,
+                c.bound_kib,
+                (c.bound_kib - c.first_kib) as f64 / c.per_session_kib.max(64.0),
+                c.served,
+                c.refused,
+                c.peak_kib,
+                c.peak_kib as f64 * 100.0 / c.bound_kib.max(1) as f64,
+                c.evicted
+            );
         }
         s.push_str("\n## Targets\n\n| target | this run | verdict |\n| --- | --- | --- |\n");
         for t in self.targets() {

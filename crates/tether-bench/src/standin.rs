@@ -161,9 +161,10 @@ pub async fn run(tools: &Tools, kinds: &[Kind], plan: &Plan) -> anyhow::Result<S
         ..tools.clone()
     };
     let (goal, capped_by) = tab_cap(plan.idle_tabs);
+    let most_active = plan.active_tabs.iter().copied().max().unwrap_or(0);
     let extra: Vec<String> = [
         "--max-connections",
-        &(goal + 1000).to_string(),
+        &(goal.max(most_active) + 1000).to_string(),
         "--idle-timeout",
         "1h",
     ]

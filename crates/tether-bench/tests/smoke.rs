@@ -79,6 +79,14 @@ fn quick_mode_measures_every_part() {
     }
     assert_eq!(v["idle"]["reached"], 200, "{}", v["idle"]);
     assert!(v["idle"]["rss_kib_per_tab"].as_f64().unwrap() > 0.0);
+    // The session cache: a live session of the demo app costs its worker memory, and the
+    // flood against a bound of a few sessions is served.
+    let cache = &v["session_cache"];
+    assert!(
+        cache["per_session_kib"].as_f64().unwrap_or(0.0) > 0.0,
+        "{cache}"
+    );
+    assert!(cache["served"].as_u64().unwrap_or(0) > 0, "{cache}");
     // The cost curve: each point has round trips through both setups and tether's CPU.
     let curve = v["active_tabs_curve"].as_array().expect("a cost curve");
     assert_eq!(curve.len(), 2, "{curve:?}");
@@ -89,7 +97,10 @@ fn quick_mode_measures_every_part() {
                 "{point}"
             );
         }
-        assert!(point["cpu"]["tether"]["count"].as_u64().unwrap_or(0) > 0, "{point}");
+        assert!(
+            point["cpu"]["tether"]["count"].as_u64().unwrap_or(0) > 0,
+            "{point}"
+        );
     }
     assert!(std::fs::read_to_string(out.path().join("results.md"))
         .unwrap()
