@@ -66,12 +66,12 @@ impl Options {
                     checkpoints: vec![self.idle_tabs / 2],
                     active_tabs: vec![10, 50],
                     active_rate: 200.0,
-                    active_phase: Duration::from_secs(2),
+                    active_phase: Duration::from_secs(1),
                 },
                 cache::Plan {
-                    sessions: 3,
-                    flood: 8,
-                    room: 3,
+                    sessions: 2,
+                    flood: 5,
+                    room: 2,
                     budget: Duration::from_secs(20),
                 },
             )
