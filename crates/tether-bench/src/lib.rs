@@ -104,7 +104,7 @@ impl Options {
                 cache::Plan {
                     sessions: 20,
                     flood: 100,
-                    room: 10,
+                    room: 25,
                     budget: Duration::from_secs(120),
                 },
             )

@@ -219,7 +219,15 @@ impl Gateway {
             }
             for (w, n) in shed {
                 let dropped = self.registry.evict(Some(w), n, Why::Memory, Instant::now());
-                if n > 0 && self.memory_warnings.due() {
+                if n == 0 || !self.memory_warnings.due() {
+                    continue;
+                }
+                if dropped == 0 {
+                    tracing::warn!(
+                        worker = w,
+                        "worker past --worker-memory with no idle session left to drop; new visitors wait for tabs to close, so raise --worker-memory if this lasts"
+                    );
+                } else {
                     tracing::warn!(
                         worker = w,
                         dropped,

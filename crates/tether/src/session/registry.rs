@@ -285,9 +285,12 @@ impl Registry {
         {
             return Page::Full;
         }
+        // A worker over its bound with no session at all is over it by itself: refusing
+        // would not bring it under, so the visitor is served.
         if cx.make_room
             && self.evict_locked(sessions, Some(cx.worker), 1, Why::Memory, now) == 0
             && !has_state
+            && sessions.values().any(|s| s.worker == cx.worker)
         {
             return Page::Full;
         }

@@ -287,3 +287,24 @@ async fn only_an_up_to_date_session_is_reattached() {
     // With s2 reserved, the stale s1 is still not offered: a restored one is made.
     assert!(matches!(page(&r, &u, "s4", later), Page::Fresh { .. }));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_over_its_bound_with_no_session_still_serves() {
+    let r = Registry::new(TTL, 100);
+    let t0 = Instant::now();
+    let full = Context {
+        worker: 1,
+        make_room: true,
+        ..cx(t0, &gen1, false)
+    };
+    // Refusing cannot bring it under: the bound is below the worker itself.
+    assert!(matches!(
+        r.page(&UserId::random(), "app", &full, || "first".into()),
+        Page::Fresh { .. }
+    ));
+    r.connect("first", &UserId::random(), "app", &full);
+    assert_eq!(
+        r.page(&UserId::random(), "app", &full, || "second".into()),
+        Page::Full
+    );
+}

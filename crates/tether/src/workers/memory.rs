@@ -13,29 +13,48 @@ pub struct Gauge {
     rss: u64,
     /// Live sessions on the slot at that sample.
     sessions: usize,
-    /// Bytes each live session adds, as last measured; 0 until a sample with sessions.
+    /// The lowest reading with at least one session, and its sessions. A worker's first
+    /// session also pays for the imports it triggers, so a session's cost is measured from
+    /// here, not from the worker's memory before any session.
+    floor: Option<(u64, usize)>,
+    /// The process the readings are of, by its memory at start-up: a new one starts afresh.
+    baseline: u64,
+    /// Bytes each further session adds, as last measured; 0 until measured.
     per_session: u64,
 }
 
 /// No session is taken to cost less than this, so a noisy sample cannot make the bound lax.
 const MIN_PER_SESSION: u64 = 64 << 10;
+/// Sessions beyond the floor's before their cost is measured: fewer drown in the noise.
+const MIN_SPREAD: usize = 4;
 
 impl Gauge {
     /// A new reading: `rss` resident bytes with `sessions` live sessions, of a process that
-    /// used `baseline` bytes before its first session.
+    /// used `baseline` bytes when it started.
     pub fn observe(&mut self, rss: u64, baseline: u64, sessions: usize) {
         if rss == 0 {
             return;
         }
-        if sessions > 0 && baseline > 0 {
-            let per = rss.saturating_sub(baseline) / sessions as u64;
-            self.per_session = per.max(MIN_PER_SESSION);
+        if baseline != self.baseline {
+            *self = Gauge {
+                baseline,
+                ..Gauge::default()
+            };
+        }
+        if sessions > 0 && self.floor.is_none_or(|(low, _)| rss < low) {
+            self.floor = Some((rss, sessions));
+        }
+        if let Some((low, at)) = self.floor {
+            if sessions >= at + MIN_SPREAD {
+                let per = rss.saturating_sub(low) / (sessions - at) as u64;
+                self.per_session = per.max(MIN_PER_SESSION);
+            }
         }
         self.rss = rss;
         self.sessions = sessions;
     }
 
-    /// The bytes each live session is measured to add (0: not yet known).
+    /// The bytes each further live session is measured to add (0: not yet known).
     pub fn per_session(&self) -> u64 {
         self.per_session
     }
@@ -83,46 +102,56 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn the_cost_of_a_session_is_learned_from_the_worker_and_predicts_between_samples() {
+    fn the_cost_of_a_session_is_learned_beyond_the_first_and_predicts_between_samples() {
         let mut g = Gauge::default();
         // Nothing read yet: nothing is refused on a guess.
         assert!(g.has_room(100 * MIB, 0));
         assert_eq!(g.excess(100 * MIB, 5), 0);
-        g.observe(60 * MIB, 50 * MIB, 0);
-        assert_eq!(g.per_session(), 0, "no session, no cost measured");
-        g.observe(70 * MIB, 50 * MIB, 4);
-        assert_eq!(g.per_session(), 5 * MIB);
-        // 6 more sessions since the sample: 70 + 30 MiB.
-        assert_eq!(g.predicted(10), 100 * MIB);
-        // Room for one more and the one after it: 100 + 2 × 5 MiB.
-        assert!(g.has_room(110 * MIB, 10));
-        assert!(!g.has_room(109 * MIB, 10));
+        g.observe(40 * MIB, 40 * MIB, 0);
+        // The first session costs its imports too: 20 MiB, not what a session costs.
+        g.observe(60 * MIB, 40 * MIB, 1);
+        g.observe(62 * MIB, 40 * MIB, 2);
+        assert_eq!(g.per_session(), 0, "too few sessions to tell");
+        g.observe(70 * MIB, 40 * MIB, 5);
+        assert_eq!(g.per_session(), 5 * MIB / 2);
+        // 4 more sessions since the sample: 70 + 10 MiB.
+        assert_eq!(g.predicted(9), 80 * MIB);
+        // Room for one more and the one after it: 80 + 2 × 2.5 MiB.
+        assert!(g.has_room(85 * MIB, 9));
+        assert!(!g.has_room(84 * MIB, 9));
         // Sessions dropped since the sample lower the prediction before the worker shows it.
-        assert_eq!(g.predicted(2), 60 * MIB);
+        assert_eq!(g.predicted(1), 60 * MIB);
+        // A new process starts afresh.
+        g.observe(41 * MIB, 41 * MIB, 0);
+        assert_eq!(g.per_session(), 0);
     }
 
     #[test]
     fn a_worker_over_its_bound_sheds_enough_sessions_to_come_under_it() {
         let mut g = Gauge::default();
-        g.observe(100 * MIB, 50 * MIB, 10);
+        g.observe(50 * MIB, 10 * MIB, 2);
+        g.observe(90 * MIB, 10 * MIB, 10);
+        assert_eq!(g.per_session(), 5 * MIB);
         // One session's room is kept under the bound.
         assert_eq!(
-            g.excess(105 * MIB, 10),
+            g.excess(95 * MIB, 10),
             0,
             "at the bound less one is not over it"
         );
-        assert_eq!(g.excess(94 * MIB, 10), 3, "11 MiB over at 5 MiB a session");
+        assert_eq!(g.excess(84 * MIB, 10), 3, "11 MiB over at 5 MiB a session");
         assert_eq!(g.excess(10 * MIB, 10), 10, "never more than there are");
-        // A process that grows with no session of its own still sheds one at a time.
+        // Before a session's cost is known, one at a time.
         let mut g = Gauge::default();
-        g.observe(100 * MIB, 0, 3);
+        g.observe(100 * MIB, 10 * MIB, 3);
         assert_eq!(g.excess(90 * MIB, 3), 1);
     }
 
     #[test]
     fn a_noisy_sample_cannot_make_a_session_free() {
         let mut g = Gauge::default();
-        g.observe(50 * MIB, 60 * MIB, 5);
+        g.observe(50 * MIB, 10 * MIB, 1);
+        g.observe(49 * MIB, 10 * MIB, 1);
+        g.observe(49 * MIB, 10 * MIB, 6);
         assert_eq!(g.per_session(), MIN_PER_SESSION);
     }
 }
