@@ -13,8 +13,7 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::metrics::{Gauges, Metrics, WorkerGauge};
 use crate::session::budget::Budget;
-use crate::session::registry::Why;
-use crate::session::registry::{Context, Generations, Registry};
+use crate::session::registry::{Context, Generations, Registry, Why};
 use crate::state::States;
 use crate::workers::{memory, Endpoint, Lease, Reloader, Target, Versions, Workers, MEMORY_SAMPLE};
 
