@@ -94,9 +94,16 @@ async fn evicted(addr: std::net::SocketAddr) -> u64 {
         .unwrap_or(0)
 }
 
-/// Measures the demo app's cost per live session, then floods a bounded gateway.
-pub async fn run(tools: &Tools, plan: &Plan) -> anyhow::Result<Cache> {
-    let (app, script) = demo(tools)?;
+/// Measures the demo app's cost per live session, then floods a bounded gateway; `None`
+/// when the demo app is not beside the benchmark apps (`--apps` elsewhere).
+pub async fn run(tools: &Tools, plan: &Plan) -> anyhow::Result<Option<Cache>> {
+    let (app, script) = match demo(tools) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("tether-bench: skipping the session cache: {e}");
+            return Ok(None);
+        }
+    };
     let tools = Tools {
         apps: vec![script],
         ..tools.clone()
@@ -142,5 +149,5 @@ pub async fn run(tools: &Tools, plan: &Plan) -> anyhow::Result<Cache> {
     }
     out.evicted = evicted(setup.addr).await;
     setup.stop().await?;
-    Ok(out)
+    Ok(Some(out))
 }

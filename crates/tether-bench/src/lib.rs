@@ -205,7 +205,7 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Results> {
     }
     let standin = standin::run(tools, &opts.setups, &standin_plan).await?;
     let cache = if opts.setups.contains(&Kind::Tether) {
-        Some(cache::run(tools, &cache_plan).await?)
+        cache::run(tools, &cache_plan).await?
     } else {
         None
     };
