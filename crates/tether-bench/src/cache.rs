@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::time::Instant;
 
-use crate::client::Browser;
 use crate::procs;
+use crate::scenarios::page_load;
 use crate::setups::{Setup, Tools};
 
 /// How much to do.
@@ -66,13 +66,6 @@ fn demo(tools: &Tools) -> anyhow::Result<(String, PathBuf)> {
     Ok(("catalog".to_owned(), script))
 }
 
-/// One visitor: page, websocket, ACK, pull; then the tab closes. Errors are refusals.
-async fn visit(addr: std::net::SocketAddr, app: &str) -> anyhow::Result<()> {
-    let (tab, _doc, _) = Browser::new().load(addr, app).await?;
-    tab.close().await;
-    Ok(())
-}
-
 /// The worker's resident memory, in KiB.
 fn worker_kib(setup: &Setup) -> anyhow::Result<u64> {
     let tether = setup.front_pid().context("tether's pid")?;
@@ -114,12 +107,12 @@ pub async fn run(tools: &Tools, plan: &Plan) -> anyhow::Result<Option<Cache>> {
         plan.sessions
     );
     let setup = Setup::start_tether(&tools, "cache-tether", &[]).await?;
-    visit(setup.addr, &app).await?;
+    page_load(setup.addr, &app).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     out.first_kib = worker_kib(&setup)?;
     let started = Instant::now();
     while out.sessions < plan.sessions && started.elapsed() < plan.budget {
-        visit(setup.addr, &app).await?;
+        page_load(setup.addr, &app).await?;
         out.sessions += 1;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -141,8 +134,9 @@ pub async fn run(tools: &Tools, plan: &Plan) -> anyhow::Result<Option<Cache>> {
         if started.elapsed() > plan.budget {
             break;
         }
-        match visit(setup.addr, &app).await {
-            Ok(()) => out.served += 1,
+        // One visitor: page, websocket, ACK, pull; then the tab closes. Errors are refusals.
+        match page_load(setup.addr, &app).await {
+            Ok(_) => out.served += 1,
             Err(_) => out.refused += 1,
         }
         out.peak_kib = out.peak_kib.max(worker_kib(&setup)?);

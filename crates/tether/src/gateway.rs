@@ -159,10 +159,14 @@ impl Gateway {
     /// The healthy worker with the fewest live sessions.
     pub fn least_loaded(&self) -> usize {
         let load = self.registry.load(self.workers.len());
+        self.least_of(&load, |_| true).unwrap_or(0)
+    }
+
+    /// Of the healthy workers that pass `fits`, the one with the fewest sessions in `load`.
+    fn least_of(&self, load: &[usize], fits: impl Fn(usize) -> bool) -> Option<usize> {
         (0..self.workers.len())
-            .filter(|&w| self.endpoint(w).up)
+            .filter(|&w| self.endpoint(w).up && fits(w))
             .min_by_key(|&w| load[w])
-            .unwrap_or(0)
     }
 
     /// What the registry needs for one decision, now.
@@ -170,20 +174,20 @@ impl Gateway {
     /// Under `--worker-memory` a new session goes to the least loaded worker with room for
     /// it; when none has, to the least loaded one, which first drops an idle session.
     pub fn context(&self, has_state: bool, may_wait: bool) -> Context<'_> {
-        let mut worker = self.least_loaded();
-        let mut make_room = false;
-        if let Some(bound) = self.config.worker_memory {
-            let load = self.registry.load(self.workers.len());
-            let gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            let room = |w: usize| gauges.get(w).is_none_or(|g| g.has_room(bound, load[w]));
-            match (0..self.workers.len())
-                .filter(|&w| self.endpoint(w).up && room(w))
-                .min_by_key(|&w| load[w])
-            {
-                Some(w) => worker = w,
-                None => make_room = true,
+        let load = self.registry.load(self.workers.len());
+        let any = |_| true;
+        let (worker, make_room) = match self.config.worker_memory {
+            None => (self.least_of(&load, any), false),
+            Some(bound) => {
+                let gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                let room = |w: usize| gauges.get(w).is_none_or(|g| g.has_room(bound, load[w]));
+                match self.least_of(&load, room) {
+                    Some(w) => (Some(w), false),
+                    None => (self.least_of(&load, any), true),
+                }
             }
-        }
+        };
+        let worker = worker.unwrap_or(0);
         Context {
             now: Instant::now(),
             generation: &self.workers,
@@ -210,7 +214,7 @@ impl Gateway {
                     let Some(p) = self.workers.processes(w) else {
                         continue;
                     };
-                    g.observe(p.memory(), p.baseline(), load[w]);
+                    g.observe(p.memory(), self.endpoint(w).generation, load[w]);
                     if let Some(bound) = self.config.worker_memory {
                         shed.push((w, g.excess(bound, load[w])));
                     }

@@ -852,12 +852,7 @@ async fn sigterm_drains_and_keeps_the_last_change() {
 
 /// Resident bytes of process `pid`, or 0 once it is gone.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    tether::workers::resident_bytes(pid).unwrap_or(0)
 }
 
 /// Opens a tab of `memory_hog` as a new visitor would, and closes it.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::anchor::Names;
-use super::walk::{members, ref_id, string_member};
+use super::walk::{members, names_a_model, ref_id, string_member};
 use super::ProtocolError;
 
 /// One document event of a PATCH-DOC, borrowing from the message content.
@@ -195,17 +195,22 @@ fn parse_event(raw: &RawValue) -> Result<Event<'_>, ProtocolError> {
     })
 }
 
-/// Parse PATCH-DOC content `{"events":[...]}`. Other top-level keys are ignored.
-pub fn parse_patch(content: &[u8]) -> Result<Vec<Event<'_>>, ProtocolError> {
+/// The events of PATCH-DOC content `{"events":[...]}`, each left raw until parsed on its own.
+/// Other top-level keys are ignored.
+fn events_of(content: &[u8]) -> Result<Vec<&RawValue>, ProtocolError> {
     #[derive(serde::Deserialize)]
     struct Patch<'a> {
-        /// The events, each left raw until parsed on its own.
         #[serde(borrow)]
         events: Vec<&'a RawValue>,
     }
     let patch: Patch<'_> =
         serde_json::from_slice(content).map_err(|e| ProtocolError::json("PATCH-DOC content", e))?;
-    patch.events.into_iter().map(parse_event).collect()
+    Ok(patch.events)
+}
+
+/// Parse PATCH-DOC content `{"events":[...]}`. Other top-level keys are ignored.
+pub fn parse_patch(content: &[u8]) -> Result<Vec<Event<'_>>, ProtocolError> {
+    events_of(content)?.into_iter().map(parse_event).collect()
 }
 
 /// An event of a worker patch as [`scan_patch`] read it.
@@ -229,31 +234,19 @@ pub enum Seen<'a> {
     },
 }
 
-/// Events at least this long are first tried as a [`Seen::PlainChange`].
+/// Events at least this long are first read from their head (see [`scan_patch`]).
 pub const PLAIN_SCAN_BYTES: usize = 16 << 10;
 
-/// Like [`parse_patch`], but each big event that sets an attribute to a value naming no
-/// model is read from its head alone: its value, often megabytes of numbers, is parsed once
-/// (to split the events), not three times. Everything else is parsed as `parse_patch` does.
+/// Like [`parse_patch`], but each big event that can change no reference (new column data,
+/// or an attribute set to a value naming no model) is read from its head alone: its value,
+/// often megabytes of numbers, is parsed once (to split the events), not three times.
+/// Everything else is parsed as `parse_patch` does.
 pub fn scan_patch(content: &[u8]) -> Result<Vec<Seen<'_>>, ProtocolError> {
-    #[derive(serde::Deserialize)]
-    struct Patch<'a> {
-        #[serde(borrow)]
-        events: Vec<&'a RawValue>,
-    }
-    let patch: Patch<'_> =
-        serde_json::from_slice(content).map_err(|e| ProtocolError::json("PATCH-DOC content", e))?;
-    patch
-        .events
+    events_of(content)?
         .into_iter()
-        .map(|raw| {
-            if let Some(model) = columns_change(raw.get()) {
-                return Ok(Seen::Columns { model });
-            }
-            match plain_change(raw.get()) {
-                Some((model, attr)) => Ok(Seen::PlainChange { model, attr }),
-                None => parse_event(raw).map(Seen::Event),
-            }
+        .map(|raw| match plain_event(raw.get()) {
+            Some(seen) => Ok(seen),
+            None => parse_event(raw).map(Seen::Event),
         })
         .collect()
 }
@@ -265,41 +258,32 @@ fn plain_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The data source of a big column event as Bokeh writes it
-/// (`{"kind":"ColumnsStreamed","model":{"id":"p1"},...`).
-fn columns_change(event: &str) -> Option<&str> {
+/// A big event read from its head as Bokeh writes it
+/// (`{"kind":"ModelChanged","model":{"id":"p1"},"attr":"data","new":...}`, or a column event
+/// `{"kind":"ColumnsStreamed","model":{"id":"p1"},...`), when it can change no reference.
+/// Names (titles, labels) are left to the full parse, which reads them.
+fn plain_event(event: &str) -> Option<Seen<'_>> {
     if event.len() < PLAIN_SCAN_BYTES {
         return None;
     }
     let rest = event.strip_prefix(r#"{"kind":""#)?;
     let (kind, rest) = rest.split_once('"')?;
-    if !matches!(
-        kind,
-        "ColumnDataChanged" | "ColumnsStreamed" | "ColumnsPatched"
-    ) {
-        return None;
-    }
     let rest = rest.strip_prefix(r#","model":{"id":""#)?;
     let (model, rest) = rest.split_once('"')?;
-    (plain_name(model) && rest.starts_with('}')).then_some(model)
-}
-
-/// The model and attribute of a big `ModelChanged` event as Bokeh writes it
-/// (`{"kind":"ModelChanged","model":{"id":"p1"},"attr":"data","new":...}`), when its new value
-/// can name no model: every definition and reference has an `"id"` key, and the value has
-/// none. Names (titles, labels) are left to the full parse, which reads them.
-fn plain_change(event: &str) -> Option<(&str, &str)> {
-    if event.len() < PLAIN_SCAN_BYTES {
+    let rest = rest.strip_prefix('}')?;
+    if !plain_name(model) {
         return None;
     }
-    let plain = plain_name;
-    let rest = event.strip_prefix(r#"{"kind":"ModelChanged","model":{"id":""#)?;
-    let (model, rest) = rest.split_once('"')?;
-    let rest = rest.strip_prefix(r#"},"attr":""#)?;
-    let (attr, rest) = rest.split_once('"')?;
-    let value = rest.strip_prefix(r#","new":"#)?.strip_suffix('}')?;
-    (plain(model) && plain(attr) && !Names::names_attribute(attr) && !value.contains("\"id\""))
-        .then_some((model, attr))
+    match kind {
+        "ColumnDataChanged" | "ColumnsStreamed" | "ColumnsPatched" => Some(Seen::Columns { model }),
+        "ModelChanged" => {
+            let (attr, rest) = rest.strip_prefix(r#","attr":""#)?.split_once('"')?;
+            let value = rest.strip_prefix(r#","new":"#)?.strip_suffix('}')?;
+            (plain_name(attr) && !Names::names_attribute(attr) && !names_a_model(value))
+                .then_some(Seen::PlainChange { model, attr })
+        }
+        _ => None,
+    }
 }
 
 /// `{"id": ...}`, how a known model is referred to.

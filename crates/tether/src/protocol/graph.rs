@@ -15,8 +15,8 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::anchor::{push_pair, Names};
-use super::event::{parse_patch, Event, Seen};
-use super::walk::{escape_segment, members, ref_id, Def, Edge, Walk};
+use super::event::{scan_patch, Event, Seen};
+use super::walk::{escape_segment, members, names_a_model, ref_id, Def, Edge, Walk};
 use super::ProtocolError;
 
 /// The slot of attribute `attr` on the model at `path`: `path/attr`, the attribute escaped
@@ -111,38 +111,32 @@ impl Graph {
     /// references too, and is not echoed back). The recorder applies the browser patches
     /// it records itself, event by event.
     pub fn apply_patch(&mut self, content: &[u8]) -> Result<(), ProtocolError> {
-        self.apply_events(&parse_patch(content)?)
+        self.apply_seen(&scan_patch(content)?)
     }
 
-    /// Apply the events of one whole patch, in order. On error, the events before
-    /// the failing one stay applied.
-    pub fn apply_events(&mut self, events: &[Event<'_>]) -> Result<(), ProtocolError> {
-        for event in events {
-            self.apply_event(event)?;
-        }
-        self.end_patch();
-        Ok(())
-    }
-
-    /// Apply the events of one whole patch as [`super::scan_patch`] read them, in order.
+    /// Apply the events of one whole patch as [`scan_patch`] read them, in order. On error,
+    /// the events before the failing one stay applied.
     pub fn apply_seen(&mut self, seen: &[Seen<'_>]) -> Result<(), ProtocolError> {
         for s in seen {
             match s {
                 Seen::Event(event) => self.apply_event(event)?,
                 // New data in a data source changes no reference.
                 Seen::Columns { .. } => {}
-                Seen::PlainChange { model, attr } => {
-                    // The new value refers to no model: whatever the attribute held is gone.
-                    if let Some(node) = self.nodes.get_mut(*model) {
-                        if node.attrs.remove(*attr).is_some() {
-                            self.index = None;
-                        }
-                    }
-                }
+                // The new value refers to no model: whatever the attribute held is gone.
+                Seen::PlainChange { model, attr } => self.drop_references(model, attr),
             }
         }
         self.end_patch();
         Ok(())
+    }
+
+    /// Forgets what attribute `attr` of `model` referred to.
+    fn drop_references(&mut self, model: &str, attr: &str) {
+        if let Some(node) = self.nodes.get_mut(model) {
+            if node.attrs.remove(attr).is_some() {
+                self.index = None;
+            }
+        }
     }
 
     /// Apply one event. Call [`Graph::end_patch`] after the last event of a patch.
@@ -273,17 +267,10 @@ impl Graph {
         if Names::names_attribute(attr) {
             node.names = Names::changed(node.names.take(), attr, new);
         }
-        let had_edges = node.attrs.contains_key(attr);
-        if !had_edges && !new.get().contains('{') {
-            return Ok(()); // the common case: a scalar change, no references before or after
-        }
-        // Every definition and every reference has an "id" key: a value without one (a
-        // data source's columns, megabytes of numbers) refers to no model, and is not walked.
-        if !new.get().contains("\"id\"") {
-            if had_edges {
-                node.attrs.remove(attr);
-                self.index = None;
-            }
+        if !names_a_model(new.get()) {
+            // The common case (a scalar, or columns of numbers): whatever the attribute
+            // referred to before is gone, and the value is not walked.
+            self.drop_references(model, attr);
             return Ok(());
         }
         let mut walk = Walk::default();

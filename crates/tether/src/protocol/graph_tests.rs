@@ -290,7 +290,7 @@ fn both_ways(patches: &[String]) -> [(Vec<ModelAt>, Vec<Vec<String>>); 2] {
             let seen: Vec<Seen<'_>> = if scan {
                 crate::protocol::scan_patch(p.as_bytes()).unwrap()
             } else {
-                parse_patch(p.as_bytes())
+                crate::protocol::parse_patch(p.as_bytes())
                     .unwrap()
                     .into_iter()
                     .map(Seen::Event)

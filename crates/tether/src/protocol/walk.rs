@@ -74,6 +74,13 @@ pub(crate) fn members(raw: &RawValue) -> Result<BTreeMap<String, &RawValue>, Pro
     serde_json::from_str(raw.get()).map_err(|e| ProtocolError::json("model value", e))
 }
 
+/// Whether serialised value `json` may define or refer to a model: every definition and every
+/// reference has an `"id"` key, so a value without one (a data source's columns, megabytes of
+/// numbers) names none and need not be walked.
+pub(crate) fn names_a_model(json: &str) -> bool {
+    json.contains("\"id\"")
+}
+
 /// A member that must be a string, or `None`.
 pub(crate) fn string_member(map: &BTreeMap<String, &RawValue>, key: &str) -> Option<String> {
     map.get(key)

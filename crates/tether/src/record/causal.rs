@@ -31,31 +31,20 @@ pub fn touched(graph: &mut Graph, events: &[Seen<'_>]) -> Vec<String> {
         }
     };
     for seen in events {
-        let event = match seen {
-            Seen::Event(event) => event,
-            Seen::PlainChange { model, attr } => {
-                if let Some(at) = graph.path_of(model) {
-                    add(slot(&at.path, attr));
-                }
-                continue;
-            }
-            Seen::Columns { model } => {
-                if let Some(at) = graph.path_of(model) {
-                    add(slot(&at.path, "data"));
-                }
-                continue;
-            }
-        };
-        let (model, attr) = match event {
-            Event::ModelChanged { model, attr, .. } => (model.as_str(), attr.as_str()),
-            Event::ColumnDataChanged { model, .. }
-            | Event::ColumnsStreamed { model, .. }
-            | Event::ColumnsPatched { model, .. } => (model.as_str(), "data"),
-            Event::RootAdded { .. } | Event::RootRemoved { .. } => {
+        let (model, attr) = match seen {
+            Seen::PlainChange { model, attr } => (*model, *attr),
+            Seen::Columns { model } => (*model, "data"),
+            Seen::Event(Event::ModelChanged { model, attr, .. }) => (model.as_str(), attr.as_str()),
+            Seen::Event(
+                Event::ColumnDataChanged { model, .. }
+                | Event::ColumnsStreamed { model, .. }
+                | Event::ColumnsPatched { model, .. },
+            ) => (model.as_str(), "data"),
+            Seen::Event(Event::RootAdded { .. } | Event::RootRemoved { .. }) => {
                 add(EVERYTHING.to_owned());
                 continue;
             }
-            _ => continue,
+            Seen::Event(_) => continue,
         };
         if let Some(at) = graph.path_of(model) {
             add(slot(&at.path, attr));

@@ -17,8 +17,8 @@ pub struct Gauge {
     /// session also pays for the imports it triggers, so a session's cost is measured from
     /// here, not from the worker's memory before any session.
     floor: Option<(u64, usize)>,
-    /// The process the readings are of, by its memory at start-up: a new one starts afresh.
-    baseline: u64,
+    /// The generation of the process the readings are of: a new one starts afresh.
+    generation: u64,
     /// Bytes each further session adds, as last measured; 0 until measured.
     per_session: u64,
 }
@@ -29,15 +29,15 @@ const MIN_PER_SESSION: u64 = 64 << 10;
 const MIN_SPREAD: usize = 4;
 
 impl Gauge {
-    /// A new reading: `rss` resident bytes with `sessions` live sessions, of a process that
-    /// used `baseline` bytes when it started.
-    pub fn observe(&mut self, rss: u64, baseline: u64, sessions: usize) {
+    /// A new reading: `rss` resident bytes with `sessions` live sessions, of the slot's
+    /// process of `generation`.
+    pub fn observe(&mut self, rss: u64, generation: u64, sessions: usize) {
         if rss == 0 {
             return;
         }
-        if baseline != self.baseline {
+        if generation != self.generation {
             *self = Gauge {
-                baseline,
+                generation,
                 ..Gauge::default()
             };
         }
@@ -107,12 +107,12 @@ mod tests {
         // Nothing read yet: nothing is refused on a guess.
         assert!(g.has_room(100 * MIB, 0));
         assert_eq!(g.excess(100 * MIB, 5), 0);
-        g.observe(40 * MIB, 40 * MIB, 0);
+        g.observe(40 * MIB, 1, 0);
         // The first session costs its imports too: 20 MiB, not what a session costs.
-        g.observe(60 * MIB, 40 * MIB, 1);
-        g.observe(62 * MIB, 40 * MIB, 2);
+        g.observe(60 * MIB, 1, 1);
+        g.observe(62 * MIB, 1, 2);
         assert_eq!(g.per_session(), 0, "too few sessions to tell");
-        g.observe(70 * MIB, 40 * MIB, 5);
+        g.observe(70 * MIB, 1, 5);
         assert_eq!(g.per_session(), 5 * MIB / 2);
         // 4 more sessions since the sample: 70 + 10 MiB.
         assert_eq!(g.predicted(9), 80 * MIB);
@@ -122,15 +122,15 @@ mod tests {
         // Sessions dropped since the sample lower the prediction before the worker shows it.
         assert_eq!(g.predicted(1), 60 * MIB);
         // A new process starts afresh.
-        g.observe(41 * MIB, 41 * MIB, 0);
+        g.observe(41 * MIB, 2, 0);
         assert_eq!(g.per_session(), 0);
     }
 
     #[test]
     fn a_worker_over_its_bound_sheds_enough_sessions_to_come_under_it() {
         let mut g = Gauge::default();
-        g.observe(50 * MIB, 10 * MIB, 2);
-        g.observe(90 * MIB, 10 * MIB, 10);
+        g.observe(50 * MIB, 1, 2);
+        g.observe(90 * MIB, 1, 10);
         assert_eq!(g.per_session(), 5 * MIB);
         // One session's room is kept under the bound.
         assert_eq!(
@@ -142,16 +142,16 @@ mod tests {
         assert_eq!(g.excess(10 * MIB, 10), 10, "never more than there are");
         // Before a session's cost is known, one at a time.
         let mut g = Gauge::default();
-        g.observe(100 * MIB, 10 * MIB, 3);
+        g.observe(100 * MIB, 1, 3);
         assert_eq!(g.excess(90 * MIB, 3), 1);
     }
 
     #[test]
     fn a_noisy_sample_cannot_make_a_session_free() {
         let mut g = Gauge::default();
-        g.observe(50 * MIB, 10 * MIB, 1);
-        g.observe(49 * MIB, 10 * MIB, 1);
-        g.observe(49 * MIB, 10 * MIB, 6);
+        g.observe(50 * MIB, 1, 1);
+        g.observe(49 * MIB, 1, 1);
+        g.observe(49 * MIB, 1, 6);
         assert_eq!(g.per_session(), MIN_PER_SESSION);
     }
 }

@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use crate::auth::BokehKey;
 
 pub use reload::{watch_files, Reloader};
-pub use spawn::{check_python, socket_path, start, Process, Version, Versions, WORKER_HOST};
+pub use spawn::{
+    check_python, resident_bytes, socket_path, start, Process, Version, Versions, WORKER_HOST,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -236,8 +238,6 @@ pub struct Processes {
     restarts: std::sync::atomic::AtomicU64,
     /// The current process's resident memory in bytes, sampled every [`MEMORY_SAMPLE`].
     memory: std::sync::atomic::AtomicU64,
-    /// Its resident memory when it was ready, before any session.
-    baseline: std::sync::atomic::AtomicU64,
 }
 
 impl Processes {
@@ -260,19 +260,6 @@ impl Processes {
     /// The current process's resident memory in bytes at the last sample (0: not known).
     pub fn memory(&self) -> u64 {
         self.memory.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Its resident memory when it was ready, before any session (0: not known).
-    pub fn baseline(&self) -> u64 {
-        self.baseline.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// A new process serves the slot: its memory now is the baseline.
-    fn started(&self, process: &Process) {
-        use std::sync::atomic::Ordering;
-        let rss = process.rss().unwrap_or(0);
-        self.baseline.store(rss, Ordering::Relaxed);
-        self.memory.store(rss, Ordering::Relaxed);
     }
 
     fn sample(&self, process: &Process) {
@@ -494,7 +481,6 @@ pub async fn supervise(
     });
     let tx = Arc::new(tx);
     let connections = Arc::new(Processes::default());
-    connections.started(&first);
     let (commands, mut requests) = tokio::sync::mpsc::channel(64);
     let slot = Slot {
         endpoint: rx,
@@ -537,7 +523,6 @@ pub async fn supervise(
                     let next = Target { slot: index, generation: generation + 1 };
                     match start(&spec, next).await {
                         Ok(p) => {
-                            connections.started(&p);
                             let old = std::mem::replace(&mut process, p);
                             let old_generation = generation;
                             generation = next.generation;
@@ -578,7 +563,6 @@ pub async fn supervise(
                 .await
                 {
                     Ok(p) => {
-                        connections.started(&p);
                         process = p;
                         backoff = Duration::from_millis(200);
                         tx.send_modify(|e| e.up = true);
