@@ -45,6 +45,24 @@ pub struct Gateway {
     reloader: std::sync::OnceLock<Arc<Reloader>>,
     /// What is known of each worker slot's memory, for `--worker-memory`.
     memory: std::sync::Mutex<Vec<memory::Gauge>>,
+    /// New sessions per worker slot whose page the worker is still building: counted live
+    /// by the registry, but not yet in the worker's memory.
+    building: Vec<std::sync::atomic::AtomicUsize>,
+}
+
+/// Longest a new visitor waits for a worker to free the session dropped to make room for
+/// theirs: the worker frees it in a moment, but may build the new one first.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the worker's memory is read while a visitor waits for room.
+const ROOM_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A new session a worker is building; see [`Gateway::building`].
+pub struct Building<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Generations for Workers {
@@ -67,6 +85,7 @@ impl Gateway {
         let memory = std::sync::Mutex::new(vec![memory::Gauge::default(); workers.len()]);
         Gateway {
             memory,
+            building: (0..workers.len()).map(|_| Default::default()).collect(),
             keys,
             registry: Arc::new(Registry::new(config.live_ttl, config.limits.max_sessions)),
             workers,
@@ -172,14 +191,18 @@ impl Gateway {
     /// What the registry needs for one decision, now.
     ///
     /// Under `--worker-memory` a new session goes to the least loaded worker with room for
-    /// it; when none has, to the least loaded one, which first drops an idle session.
+    /// it, by each worker's memory read now; when none has room, to the least loaded one,
+    /// which first drops an idle session.
     pub fn context(&self, has_state: bool, may_wait: bool) -> Context<'_> {
         let load = self.registry.load(self.workers.len());
         let any = |_| true;
         let (worker, make_room) = match self.config.worker_memory {
             None => (self.least_of(&load, any), false),
             Some(bound) => {
-                let gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                let mut gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                for w in 0..gauges.len() {
+                    self.read_memory(&mut gauges[w], w, &load);
+                }
                 let room = |w: usize| gauges.get(w).is_none_or(|g| g.has_room(bound, load[w]));
                 match self.least_of(&load, room) {
                     Some(w) => (Some(w), false),
@@ -198,6 +221,63 @@ impl Gateway {
         }
     }
 
+    /// Worker slot `worker` builds a new session until the returned guard drops: while it
+    /// does, the session counts as memory to come.
+    pub fn building(&self, worker: usize) -> Option<Building<'_>> {
+        let n = self.building.get(worker)?;
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Building(n))
+    }
+
+    /// Under `--worker-memory`, waits (at most [`ROOM_WAIT`]) until worker slot `worker`'s
+    /// memory, read now, has room for the sessions it is building: a visitor who made room by
+    /// dropping an idle session waits here for the worker to free it, so the worker does not
+    /// hold both. Call it with the visitor's [`Gateway::building`] guard held.
+    pub async fn wait_for_room(&self, worker: usize) {
+        let Some(bound) = self.config.worker_memory else {
+            return;
+        };
+        let until = Instant::now() + ROOM_WAIT;
+        loop {
+            let load = self.registry.load(self.workers.len());
+            let fits = {
+                let mut gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(g) = gauges.get_mut(worker) else {
+                    return;
+                };
+                self.read_memory(g, worker, &load);
+                g.predicted(load[worker]) <= bound
+            };
+            if fits || Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep(ROOM_POLL).await;
+        }
+    }
+
+    /// Reads worker slot `worker`'s memory now into its gauge, beside the sessions already in
+    /// it: those of `load`, less the ones still being built.
+    fn read_memory(&self, gauge: &mut memory::Gauge, worker: usize, load: &[usize]) {
+        let generation = self.endpoint(worker).generation;
+        let Some(rss) = self
+            .workers
+            .processes(worker)
+            .and_then(|p| p.memory_now(generation))
+        else {
+            return;
+        };
+        gauge.observe(rss, generation, self.built(worker, load));
+    }
+
+    /// Of worker slot `worker`'s `load` live sessions, those its worker has built.
+    fn built(&self, worker: usize, load: &[usize]) -> usize {
+        let building = self
+            .building
+            .get(worker)
+            .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed));
+        load[worker].saturating_sub(building)
+    }
+
     /// Keeps each worker under `--worker-memory` (with no bound, only reads the memory for
     /// the metrics): every [`MEMORY_SAMPLE`] the workers' memory is read, and a worker over
     /// its bound drops as many idle sessions as it is over by, least recently used first.
@@ -211,10 +291,7 @@ impl Gateway {
             {
                 let mut gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
                 for (w, g) in gauges.iter_mut().enumerate() {
-                    let Some(p) = self.workers.processes(w) else {
-                        continue;
-                    };
-                    g.observe(p.memory(), self.endpoint(w).generation, load[w]);
+                    self.read_memory(g, w, &load);
                     if let Some(bound) = self.config.worker_memory {
                         shed.push((w, g.excess(bound, load[w])));
                     }

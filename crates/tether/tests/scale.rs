@@ -128,16 +128,28 @@ async fn wait_metric(
     }
 }
 
-/// The process id of worker slot `index`, from its latest "worker ready" log line.
+/// The process id of worker slot `index`, from its latest "worker ready" log line. The log
+/// is read on its own thread, which may not have the line yet when tether says it serves.
 fn worker_pid(t: &Tether, index: usize) -> u32 {
     let slot = format!("worker={index} ");
-    t.stderr()
-        .lines()
-        .rev()
-        .filter(|l| l.contains("worker ready") && l.contains(&slot))
-        .filter_map(|l| l.split("pid=").nth(1))
-        .find_map(|p| p.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no `worker ready` line for worker {index}"))
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid = t
+            .stderr()
+            .lines()
+            .rev()
+            .filter(|l| l.contains("worker ready") && l.contains(&slot))
+            .filter_map(|l| l.split("pid=").nth(1))
+            .find_map(|p| p.split_whitespace().next()?.parse().ok());
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `worker ready` line for worker {index}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// How many log lines contain `needle`.
@@ -912,6 +924,12 @@ async fn a_flood_of_new_visitors_is_served_within_the_worker_memory_bound() {
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     sampler.await.unwrap();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "peak {} MiB of a bound of {} MiB, {} MiB a session",
+        peak >> 20,
+        bound >> 20,
+        per_session >> 20
+    );
     assert!(
         peak <= bound,
         "worker peaked at {} MiB over its bound of {} MiB",

@@ -181,9 +181,20 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
             Page::Busy => {
                 let _ = tokio::time::timeout_at(waited_until, releases.changed()).await;
             }
-            other => break other,
+            other => break (other, cx.make_room),
         }
     };
+    let (choice, made_room) = choice;
+    // A new session is memory to come on its worker until the worker has built it.
+    let _building = match &choice {
+        Page::Fresh { worker, .. } => gw.building(*worker),
+        _ => None,
+    };
+    if made_room {
+        if let Page::Fresh { worker, .. } = &choice {
+            gw.wait_for_room(*worker).await;
+        }
+    }
     let (session_id, worker, reattach) = match choice {
         Page::Reattach { session_id, worker } => (session_id, worker, true),
         Page::Fresh { session_id, worker } => (session_id, worker, false),

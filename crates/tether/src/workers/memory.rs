@@ -2,9 +2,9 @@
 //! sessions, least recently used first. Every user can be restored, so an idle live session
 //! is only a speed-up; memory is what runs out.
 //!
-//! A worker's memory is read every [`super::MEMORY_SAMPLE`], but visitors come faster than
-//! that, so between samples it is predicted: the last reading plus what each session added
-//! since, at the worker's own measured cost per session.
+//! A worker's memory is read at every new page and every [`super::MEMORY_SAMPLE`], but a
+//! session the worker is still building is not in it yet, so it is predicted: the reading
+//! plus what each session added since, at the worker's own measured cost per session.
 
 /// What is known of one worker slot's memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -238,6 +238,8 @@ pub struct Processes {
     restarts: std::sync::atomic::AtomicU64,
     /// The current process's resident memory in bytes, sampled every [`MEMORY_SAMPLE`].
     memory: std::sync::atomic::AtomicU64,
+    /// The generation and pid of the current process, for reading its memory between samples.
+    current: std::sync::Mutex<Option<(u64, u32)>>,
 }
 
 impl Processes {
@@ -262,10 +264,26 @@ impl Processes {
         self.memory.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The resident memory in bytes of the current process, read now, if it is of
+    /// `generation` (a new one may have just replaced it).
+    pub fn memory_now(&self, generation: u64) -> Option<u64> {
+        let current = *self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match current {
+            Some((g, pid)) if g == generation => resident_bytes(pid),
+            _ => None,
+        }
+    }
+
     fn sample(&self, process: &Process) {
         if let Some(rss) = process.rss() {
             self.memory.store(rss, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// `process`, of `generation`, is the slot's current one from now on.
+    fn serving(&self, generation: u64, process: &Process) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        *current = process.pid().map(|pid| (generation, pid));
     }
 
     fn add(&self, generation: u64) {
@@ -489,6 +507,7 @@ pub async fn supervise(
     };
     let task = tokio::spawn(async move {
         let mut process = first;
+        connections.serving(1, &process);
         let mut generation = 1;
         let mut backoff = Duration::from_millis(200);
         let mut sample = tokio::time::interval(MEMORY_SAMPLE);
@@ -524,6 +543,7 @@ pub async fn supervise(
                     match start(&spec, next).await {
                         Ok(p) => {
                             let old = std::mem::replace(&mut process, p);
+                            connections.serving(next.generation, &process);
                             let old_generation = generation;
                             generation = next.generation;
                             tx.send_modify(|e| { e.up = true; e.generation = generation; });
@@ -564,6 +584,7 @@ pub async fn supervise(
                 {
                     Ok(p) => {
                         process = p;
+                        connections.serving(generation, &process);
                         backoff = Duration::from_millis(200);
                         tx.send_modify(|e| e.up = true);
                         break;
