@@ -181,23 +181,27 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
             Page::Busy => {
                 let _ = tokio::time::timeout_at(waited_until, releases.changed()).await;
             }
-            other => break (other, cx.make_room),
+            other => break other,
         }
     };
-    let (choice, made_room) = choice;
     // A new session is memory to come on its worker until the worker has built it.
     let _building = match &choice {
         Page::Fresh { worker, .. } => gw.building(*worker),
         _ => None,
     };
-    if made_room {
-        if let Page::Fresh { worker, .. } = &choice {
-            gw.wait_for_room(*worker).await;
-        }
+    if let Page::Fresh {
+        worker,
+        freed: true,
+        ..
+    } = &choice
+    {
+        gw.wait_for_room(*worker).await;
     }
     let (session_id, worker, reattach) = match choice {
         Page::Reattach { session_id, worker } => (session_id, worker, true),
-        Page::Fresh { session_id, worker } => (session_id, worker, false),
+        Page::Fresh {
+            session_id, worker, ..
+        } => (session_id, worker, false),
         Page::Full => return at_session_limit(gw),
         Page::Busy => unreachable!("the loop above waits out Busy"),
     };

@@ -42,8 +42,13 @@ struct Live {
 pub enum Page {
     /// The user's idle live session: the page reattaches to it.
     Reattach { session_id: String, worker: usize },
-    /// A new session, minted by the caller.
-    Fresh { session_id: String, worker: usize },
+    /// A new session, minted by the caller. `freed`: an idle session on its worker was
+    /// dropped to make room for it, which the worker may not have freed yet.
+    Fresh {
+        session_id: String,
+        worker: usize,
+        freed: bool,
+    },
     /// The user's up-to-date session is still connected, probably to the tab being reloaded,
     /// whose websocket closes in a moment: ask again shortly.
     Busy,
@@ -287,10 +292,9 @@ impl Registry {
         }
         // A worker over its bound with no session at all is over it by itself: refusing
         // would not bring it under, so the visitor is served.
-        if cx.make_room
-            && self.evict_locked(sessions, Some(cx.worker), 1, Why::Memory, now) == 0
-            && !has_state
-            && sessions.values().any(|s| s.worker == cx.worker)
+        let freed =
+            cx.make_room && self.evict_locked(sessions, Some(cx.worker), 1, Why::Memory, now) > 0;
+        if cx.make_room && !freed && !has_state && sessions.values().any(|s| s.worker == cx.worker)
         {
             return Page::Full;
         }
@@ -313,6 +317,7 @@ impl Registry {
         Page::Fresh {
             session_id,
             worker: w,
+            freed,
         }
     }
 
