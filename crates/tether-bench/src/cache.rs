@@ -50,6 +50,13 @@ pub struct Cache {
     pub evicted: u64,
 }
 
+impl Cache {
+    /// The peak as a percentage of the bound.
+    pub fn peak_percent(&self) -> f64 {
+        self.peak_kib as f64 * 100.0 / self.bound_kib.max(1) as f64
+    }
+}
+
 /// The demo app's name and script.
 fn demo(tools: &Tools) -> anyhow::Result<(String, PathBuf)> {
     let script = tools

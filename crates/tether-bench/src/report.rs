@@ -215,7 +215,7 @@ impl Results {
                 value: format!(
                     "{} refused, peak {:.1}% of the bound",
                     c.refused,
-                    c.peak_kib as f64 * 100.0 / c.bound_kib.max(1) as f64
+                    c.peak_percent()
                 ),
                 met: Some(c.refused == 0 && c.peak_kib <= c.bound_kib),
             });
@@ -401,7 +401,7 @@ impl Results {
                 c.served,
                 c.refused,
                 c.peak_kib,
-                c.peak_kib as f64 * 100.0 / c.bound_kib.max(1) as f64,
+                c.peak_percent(),
                 c.evicted
             );
         }
