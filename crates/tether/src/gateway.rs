@@ -13,7 +13,7 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::metrics::{Gauges, Metrics, WorkerGauge};
 use crate::session::budget::Budget;
-use crate::session::registry::{Context, Generations, Registry, Why};
+use crate::session::registry::{Context, Generations, Page, Registry, Why};
 use crate::state::States;
 use crate::workers::{memory, Endpoint, Lease, Reloader, Target, Versions, Workers, MEMORY_SAMPLE};
 
@@ -56,7 +56,7 @@ const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often the worker's memory is read while a visitor waits for room.
 const ROOM_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// A new session a worker is building; see [`Gateway::building`].
+/// A new session a worker is building; see [`Gateway::admit`].
 pub struct Building<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl Drop for Building<'_> {
@@ -221,19 +221,26 @@ impl Gateway {
         }
     }
 
-    /// Worker slot `worker` builds a new session until the returned guard drops: while it
-    /// does, the session counts as memory to come.
-    pub fn building(&self, worker: usize) -> Option<Building<'_>> {
+    /// Admits the new session of `page` to its worker's memory, if it is one: it counts as
+    /// memory to come until the returned guard drops, once the worker has built it. If an
+    /// idle session was dropped to make room, this first waits (at most [`ROOM_WAIT`]) until
+    /// the worker's memory, read now, has room, so the worker does not hold both.
+    pub async fn admit(&self, page: &Page) -> Option<Building<'_>> {
+        let Page::Fresh { worker, freed, .. } = *page else {
+            return None;
+        };
         let n = self.building.get(worker)?;
         n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(Building(n))
+        let building = Building(n);
+        if freed {
+            self.wait_for_room(worker).await;
+        }
+        Some(building)
     }
 
     /// Under `--worker-memory`, waits (at most [`ROOM_WAIT`]) until worker slot `worker`'s
-    /// memory, read now, has room for the sessions it is building: a visitor who made room by
-    /// dropping an idle session waits here for the worker to free it, so the worker does not
-    /// hold both. Call it with the visitor's [`Gateway::building`] guard held.
-    pub async fn wait_for_room(&self, worker: usize) {
+    /// memory, read now, has room for the sessions it is building.
+    async fn wait_for_room(&self, worker: usize) {
         let Some(bound) = self.config.worker_memory else {
             return;
         };
@@ -278,10 +285,13 @@ impl Gateway {
         load[worker].saturating_sub(building)
     }
 
-    /// Keeps each worker under `--worker-memory` (with no bound, only reads the memory for
-    /// the metrics): every [`MEMORY_SAMPLE`] the workers' memory is read, and a worker over
-    /// its bound drops as many idle sessions as it is over by, least recently used first.
+    /// Keeps each worker under `--worker-memory` (with no bound, returns at once): every
+    /// [`MEMORY_SAMPLE`] the workers' memory is read, and a worker over its bound drops as
+    /// many idle sessions as it is over by, least recently used first.
     pub async fn keep_memory(self: Arc<Self>) {
+        let Some(bound) = self.config.worker_memory else {
+            return;
+        };
         let mut tick = tokio::time::interval(MEMORY_SAMPLE);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -292,9 +302,7 @@ impl Gateway {
                 let mut gauges = self.memory.lock().unwrap_or_else(|p| p.into_inner());
                 for (w, g) in gauges.iter_mut().enumerate() {
                     self.read_memory(g, w, &load);
-                    if let Some(bound) = self.config.worker_memory {
-                        shed.push((w, g.excess(bound, load[w])));
-                    }
+                    shed.push((w, g.excess(bound, load[w])));
                 }
             }
             for (w, n) in shed {
@@ -370,7 +378,9 @@ impl Gateway {
                     restarts: processes.map_or(0, |p| p.restarts()),
                     generation: e.generation,
                     draining: processes.map_or(0, |p| p.draining()),
-                    memory: processes.map_or(0, |p| p.memory()),
+                    memory: processes
+                        .and_then(|p| p.memory_now(e.generation))
+                        .unwrap_or(0),
                 }
             })
             .collect();

@@ -185,18 +185,7 @@ async fn page(h: &Http, app: &str, req: Request<Body>, peer: SocketAddr) -> Resp
         }
     };
     // A new session is memory to come on its worker until the worker has built it.
-    let _building = match &choice {
-        Page::Fresh { worker, .. } => gw.building(*worker),
-        _ => None,
-    };
-    if let Page::Fresh {
-        worker,
-        freed: true,
-        ..
-    } = &choice
-    {
-        gw.wait_for_room(*worker).await;
-    }
+    let _building = gw.admit(&choice).await;
     let (session_id, worker, reattach) = match choice {
         Page::Reattach { session_id, worker } => (session_id, worker, true),
         Page::Fresh {

@@ -236,9 +236,7 @@ pub struct Processes {
     draining: std::sync::atomic::AtomicUsize,
     /// Times the slot's process was restarted after it exited.
     restarts: std::sync::atomic::AtomicU64,
-    /// The current process's resident memory in bytes, sampled every [`MEMORY_SAMPLE`].
-    memory: std::sync::atomic::AtomicU64,
-    /// The generation and pid of the current process, for reading its memory between samples.
+    /// The generation and pid of the current process, for reading its memory.
     current: std::sync::Mutex<Option<(u64, u32)>>,
 }
 
@@ -259,11 +257,6 @@ impl Processes {
         self.restarts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The current process's resident memory in bytes at the last sample (0: not known).
-    pub fn memory(&self) -> u64 {
-        self.memory.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// The resident memory in bytes of the current process, read now, if it is of
     /// `generation` (a new one may have just replaced it).
     pub fn memory_now(&self, generation: u64) -> Option<u64> {
@@ -271,12 +264,6 @@ impl Processes {
         match current {
             Some((g, pid)) if g == generation => resident_bytes(pid),
             _ => None,
-        }
-    }
-
-    fn sample(&self, process: &Process) {
-        if let Some(rss) = process.rss() {
-            self.memory.store(rss, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -458,7 +445,8 @@ pub enum Command {
     },
 }
 
-/// How often each slot's current process's resident memory is read.
+/// How often the gateway reads each worker's resident memory to keep it under
+/// `--worker-memory` (it is also read at every new page).
 pub const MEMORY_SAMPLE: Duration = Duration::from_millis(500);
 
 /// One supervised worker slot, as the gateway holds it.
@@ -510,15 +498,8 @@ pub async fn supervise(
         connections.serving(1, &process);
         let mut generation = 1;
         let mut backoff = Duration::from_millis(200);
-        let mut sample = tokio::time::interval(MEMORY_SAMPLE);
-        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = sample.tick() => {
-                    connections.sample(&process);
-                    continue;
-                }
-
                 status = process.wait() => {
                     if *shutdown.borrow() { return; }
                     tracing::warn!(worker = index, %status, "worker exited; restarting");

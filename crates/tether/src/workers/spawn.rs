@@ -169,11 +169,6 @@ impl Process {
         }
     }
 
-    /// The worker's resident memory, in bytes, read from `/proc`.
-    pub fn rss(&self) -> Option<u64> {
-        resident_bytes(self.pid()?)
-    }
-
     fn tail_text(&self) -> String {
         self.tail
             .lock()
